@@ -1,0 +1,26 @@
+"""Exceptions raised by bnas_tf.
+
+Every error names the problem and the fix. They subclass the built-in
+exception a Python user would catch (`ValueError`, `RuntimeError`,
+`FileNotFoundError`), so `except ValueError` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SearchSpaceError", "GenotypeError", "DataError", "ExportError"]
+
+
+class SearchSpaceError(ValueError):
+    """An unknown op name or an inconsistent search-space setting."""
+
+
+class GenotypeError(ValueError):
+    """A malformed genotype or genotype file."""
+
+
+class DataError(ValueError):
+    """A dataset that cannot be found, read or used as given."""
+
+
+class ExportError(RuntimeError):
+    """A model that cannot be converted, verified or written."""
