@@ -2,6 +2,10 @@
 
 Importing the package selects Keras 2 (tf-keras), which Larq needs, before
 TensorFlow resolves `tf.keras`.
+
+Example:
+    >>> import bnas_tf as bn
+    >>> net = bn.SuperNet(bn.SearchSpace.get("bats"), num_classes=10, layers=5, channels=16)
 """
 
 from bnas_tf._keras2 import select_keras2
@@ -10,11 +14,27 @@ select_keras2()
 
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
-from bnas_tf import data, errors  # noqa: E402
+from bnas_tf import callbacks, data, errors, ops, regularizers  # noqa: E402
+from bnas_tf.genotype import Cell, Edge, Genotype, derive_genotype  # noqa: E402
+from bnas_tf.search_space import SearchSpace  # noqa: E402
+from bnas_tf.supernet import SuperNet  # noqa: E402
 
 try:
     __version__ = version("bnas_tf")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-__all__ = ["data", "errors", "__version__"]
+__all__ = [
+    "Cell",
+    "Edge",
+    "Genotype",
+    "SearchSpace",
+    "SuperNet",
+    "callbacks",
+    "data",
+    "derive_genotype",
+    "errors",
+    "ops",
+    "regularizers",
+    "__version__",
+]

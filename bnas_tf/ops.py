@@ -1,0 +1,348 @@
+"""Search primitives for binary networks, built from Larq layers.
+
+Every candidate operation of a search space maps `filters` channels to
+`filters` channels at stride 1 or 2. Binary ops binarize their input with a
+Larq quantizer (straight-through estimator), convolve with `pad_values=1.0` so
+that Larq Compute Engine can run them as binary kernels, and normalize with
+batch norm. Ops are registered by name; a `SearchSpace` lists names.
+
+Example:
+    >>> import bnas_tf as bn
+    >>> op = bn.ops.get("bin_conv_3x3")(16, 2, bn.ops.OpOptions())
+    >>> op(tf.ones([1, 8, 8, 16])).shape
+    TensorShape([1, 4, 4, 16])
+
+Adding an op:
+    >>> @bn.ops.register_op("bin_conv_7x7")
+    ... def bin_conv_7x7(filters, strides, options):
+    ...     return bn.ops.BinaryConvBN(filters, 7, strides=strides, **options.conv_kwargs(filters))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import larq as lq
+import tensorflow as tf
+
+from bnas_tf.errors import SearchSpaceError
+
+__all__ = [
+    "OpOptions",
+    "register_op",
+    "get",
+    "registered_ops",
+    "resolve_groups",
+    "Zero",
+    "Identity",
+    "FactorizedReduce",
+    "PoolBN",
+    "ConvBN",
+    "BinaryConvBN",
+]
+
+log = logging.getLogger(__name__)
+
+INPUT_QUANTIZERS = ("ste_sign", "approx_sign", "swish_sign")
+BN_MOMENTUM = 0.9  # PyTorch's 0.1: moving statistics settle within a short search
+
+OpFactory = Callable[[int, int, "OpOptions"], tf.keras.layers.Layer]
+_OPS: dict[str, OpFactory] = {}
+_WARNED: set[tuple[int, int]] = set()
+
+
+@dataclasses.dataclass(frozen=True)
+class OpOptions:
+    """Settings a search space passes to every op it builds.
+
+    Args:
+        input_quantizer: Larq quantizer name that binarizes activations.
+        kernel_quantizer: Larq quantizer name for the weights, or None for the
+            real-valued latent weights used during search (METHODS.md §6).
+        group_channels: channels per group of binary convs, or None for dense.
+        convertible_groups: if True, a grouped conv is only used when its
+            channels per group are a multiple of `group_channels` (what Larq
+            Compute Engine needs); otherwise the conv falls back to dense.
+        affine: learn scale and offset in batch norm (False while searching).
+    """
+
+    input_quantizer: str = "ste_sign"
+    kernel_quantizer: str | None = None
+    group_channels: int | None = None
+    convertible_groups: bool = False
+    affine: bool = False
+
+    def __post_init__(self):
+        if self.input_quantizer not in INPUT_QUANTIZERS:
+            raise SearchSpaceError(
+                f"Expected input_quantizer in {INPUT_QUANTIZERS}, got {self.input_quantizer!r}."
+            )
+        if self.group_channels is not None and self.group_channels < 1:
+            raise SearchSpaceError(
+                f"Expected group_channels >= 1 or None, got {self.group_channels!r}."
+            )
+
+    def conv_kwargs(self, channels: int) -> dict:
+        """Keyword arguments of `BinaryConvBN` for `channels` input channels."""
+        return {
+            "groups": resolve_groups(channels, self.group_channels, self.convertible_groups),
+            "input_quantizer": self.input_quantizer,
+            "kernel_quantizer": self.kernel_quantizer,
+            "affine": self.affine,
+        }
+
+
+def resolve_groups(channels: int, group_channels: int | None, convertible: bool = False) -> int:
+    """Number of groups for a binary conv over `channels` input channels.
+
+    With `convertible=True`, channels per group must be a multiple of
+    `group_channels` (else the conv is dense); otherwise the group width is the
+    divisor of `channels` closest to `group_channels`.
+
+    Example:
+        >>> resolve_groups(36, 3), resolve_groups(16, 3), resolve_groups(48, 32, True)
+        (12, 4, 1)
+    """
+    if not group_channels:
+        return 1
+    if convertible:
+        for width in range(group_channels, channels + 1, group_channels):
+            if channels % width == 0:
+                return channels // width
+        return 1
+    divisors = [d for d in range(1, channels + 1) if channels % d == 0]
+    width = min(divisors, key=lambda d: (abs(d - group_channels), -d))
+    if width != group_channels and (channels, group_channels) not in _WARNED:
+        _WARNED.add((channels, group_channels))
+        log.warning(
+            "%d channels are not divisible by group_channels=%d; binary convs use %d "
+            "channels per group instead. Choose channels divisible by %d to get the "
+            "published group width.",
+            channels, group_channels, width, group_channels,
+        )
+    return channels // width
+
+
+def register_op(name: str) -> Callable[[OpFactory], OpFactory]:
+    """Register `factory(filters, strides, options) -> Layer` under `name`.
+
+    Raises:
+        ValueError: if `name` is already registered.
+    """
+
+    def decorator(factory: OpFactory) -> OpFactory:
+        if name in _OPS:
+            raise ValueError(f"An op named {name!r} is already registered; pick another name.")
+        _OPS[name] = factory
+        return factory
+
+    return decorator
+
+
+def registered_ops() -> tuple[str, ...]:
+    """Names of all registered ops, sorted."""
+    return tuple(sorted(_OPS))
+
+
+def get(identifier: str | OpFactory) -> OpFactory:
+    """Return the factory registered under `identifier` (or a callable as is).
+
+    Raises:
+        SearchSpaceError: for an unknown name, listing the known ones.
+    """
+    if callable(identifier):
+        return identifier
+    if isinstance(identifier, str) and identifier in _OPS:
+        return _OPS[identifier]
+    raise SearchSpaceError(
+        f"Unknown op {identifier!r}. Known ops: {', '.join(registered_ops())}. "
+        "Register new ones with bnas_tf.ops.register_op(name)."
+    )
+
+
+def _batch_norm(affine: bool) -> tf.keras.layers.BatchNormalization:
+    return tf.keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=1e-5, center=affine, scale=affine
+    )
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class Zero(tf.keras.layers.Layer):
+    """The `none` op: zeros of the output shape (spatially subsampled by `strides`)."""
+
+    def __init__(self, strides: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.strides = strides
+
+    def call(self, inputs):
+        return tf.zeros_like(inputs[:, :: self.strides, :: self.strides, :])
+
+    def get_config(self):
+        return {**super().get_config(), "strides": self.strides}
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class Identity(tf.keras.layers.Layer):
+    """The `skip_connect` op at stride 1."""
+
+    def call(self, inputs):
+        return tf.identity(inputs)
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class FactorizedReduce(tf.keras.layers.Layer):
+    """Real-valued stride-2 reduction: two offset 1×1 convs, concatenated, then BN.
+
+    Used by `skip_connect` at stride 2 and to align cell inputs after a
+    reduction cell (DARTS).
+    """
+
+    def __init__(self, filters: int, affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.affine = filters, affine
+        half = filters // 2
+        self.conv_a = tf.keras.layers.Conv2D(half, 1, strides=2, use_bias=False)
+        self.conv_b = tf.keras.layers.Conv2D(filters - half, 1, strides=2, use_bias=False)
+        self.bn = _batch_norm(affine)
+
+    def call(self, inputs, training=None):
+        shifted = tf.pad(inputs[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        out = tf.concat([self.conv_a(inputs), self.conv_b(shifted)], axis=-1)
+        return self.bn(out, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "affine": self.affine}
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class PoolBN(tf.keras.layers.Layer):
+    """3×3 max or average pooling ("same" padding), then batch norm."""
+
+    def __init__(self, pool: str, strides: int = 1, affine: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if pool not in ("max", "avg"):
+            raise SearchSpaceError(f"Expected pool 'max' or 'avg', got {pool!r}.")
+        self.pool_type, self.strides, self.affine = pool, strides, affine
+        layer = tf.keras.layers.MaxPool2D if pool == "max" else tf.keras.layers.AveragePooling2D
+        self.pool = layer(3, strides=strides, padding="same")
+        self.bn = _batch_norm(affine)
+
+    def call(self, inputs, training=None):
+        return self.bn(self.pool(inputs), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "pool": self.pool_type, "strides": self.strides,
+                "affine": self.affine}
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class ConvBN(tf.keras.layers.Layer):
+    """Real-valued convolution then batch norm (cell preprocessing, stem, skips)."""
+
+    def __init__(self, filters: int, kernel_size: int = 1, strides: int = 1,
+                 affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.strides, self.affine = (
+            filters, kernel_size, strides, affine)
+        self.conv = tf.keras.layers.Conv2D(filters, kernel_size, strides=strides,
+                                           padding="same", use_bias=False)
+        self.bn = _batch_norm(affine)
+
+    def call(self, inputs, training=None):
+        return self.bn(self.conv(inputs), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "affine": self.affine}
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class BinaryConvBN(tf.keras.layers.Layer):
+    """Binarized input → (grouped, dilated) `larq.layers.QuantConv2D` → batch norm.
+
+    Forward: `y = BN(conv(q(x), W))` with `q` the input quantizer, e.g.
+    `ste_sign(x) = sign(x)` (sign(0) = +1); its pseudo-gradient is
+    `1_{|x| ≤ 1}` (straight-through estimator). The kernel stays real-valued
+    unless `kernel_quantizer` is set. Convs pad with +1 (`pad_values=1.0`) so
+    Larq Compute Engine converts them to `LceBconv2d`. TensorFlow rejects
+    dilation with stride 2, so a strided dilated conv runs at stride 1 and
+    subsamples its output (the DARTS/PyTorch alignment).
+
+    Args:
+        filters: output channels.
+        kernel_size: square kernel size.
+        strides: 1 or 2.
+        dilation_rate: 1 or 2.
+        groups: conv groups (input channels must be divisible by it).
+        input_quantizer: Larq quantizer name for activations.
+        kernel_quantizer: Larq quantizer name for weights or None (real weights).
+        affine: learn batch-norm scale and offset.
+
+    References:
+        Bulat et al., BATS: Binary ArchitecTure Search, ECCV 2020, arXiv:2003.01711.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, dilation_rate: int = 1,
+                 groups: int = 1, input_quantizer: str = "ste_sign",
+                 kernel_quantizer: str | None = None, affine: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
+        self.dilation_rate, self.groups, self.affine = dilation_rate, groups, affine
+        self.input_quantizer, self.kernel_quantizer = input_quantizer, kernel_quantizer
+        self._subsample = strides if dilation_rate > 1 else 1
+        self.conv = lq.layers.QuantConv2D(
+            filters, kernel_size,
+            strides=1 if self._subsample > 1 else strides,
+            dilation_rate=dilation_rate, groups=groups, padding="same", pad_values=1.0,
+            use_bias=False, input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
+            kernel_constraint="weight_clip" if kernel_quantizer else None,
+        )
+        self.bn = _batch_norm(affine)
+
+    def call(self, inputs, training=None):
+        out = self.conv(inputs)
+        if self._subsample > 1:
+            out = out[:, :: self._subsample, :: self._subsample, :]
+        return self.bn(out, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "dilation_rate": self.dilation_rate,
+                "groups": self.groups, "input_quantizer": self.input_quantizer,
+                "kernel_quantizer": self.kernel_quantizer, "affine": self.affine}
+
+
+@register_op("none")
+def _none(filters, strides, options):
+    return Zero(strides)
+
+
+@register_op("skip_connect")
+def _skip(filters, strides, options):
+    return Identity() if strides == 1 else FactorizedReduce(filters, affine=options.affine)
+
+
+@register_op("max_pool_3x3")
+def _max_pool(filters, strides, options):
+    return PoolBN("max", strides, affine=options.affine)
+
+
+@register_op("avg_pool_3x3")
+def _avg_pool(filters, strides, options):
+    return PoolBN("avg", strides, affine=options.affine)
+
+
+def _binary_conv(kernel_size: int, dilation_rate: int) -> OpFactory:
+    def factory(filters, strides, options):
+        return BinaryConvBN(filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
+                            **options.conv_kwargs(filters))
+
+    return factory
+
+
+for _k in (3, 5):
+    register_op(f"bin_conv_{_k}x{_k}")(_binary_conv(_k, 1))
+    register_op(f"bin_dil_conv_{_k}x{_k}")(_binary_conv(_k, 2))
+

@@ -1,0 +1,173 @@
+"""Search spaces: which ops an edge chooses from, and how they are built.
+
+Three binary spaces are predefined (METHODS.md §1):
+
+| space  | binary convs                     | skip_connect | `none` selectable |
+|--------|----------------------------------|--------------|-------------------|
+| `bats` | grouped, 3 channels per group    | yes          | no                |
+| `bnas` | dense                            | no           | yes               |
+| `lce`  | grouped only at 32·k channels    | yes          | no                |
+
+Example:
+    >>> space = bn.SearchSpace.get("bats")
+    >>> space.op_names[:3]
+    ('none', 'max_pool_3x3', 'avg_pool_3x3')
+    >>> custom = bn.SearchSpace(["none", "skip_connect", "bin_conv_3x3"], nodes=3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from bnas_tf import ops
+from bnas_tf.errors import SearchSpaceError
+
+__all__ = ["SearchSpace"]
+
+_CONVS = ("bin_conv_3x3", "bin_conv_5x5", "bin_dil_conv_3x3", "bin_dil_conv_5x5")
+_POOLS = ("max_pool_3x3", "avg_pool_3x3")
+
+_PRESETS: dict[str, dict] = {
+    "bats": {"op_names": ("none", *_POOLS, "skip_connect", *_CONVS), "group_channels": 3},
+    "bnas": {"op_names": ("none", *_POOLS, *_CONVS), "selectable_none": True,
+             "weight_quantizer": "magnitude_aware_sign"},
+    "lce": {"op_names": ("none", *_POOLS, "skip_connect", *_CONVS), "group_channels": 32,
+            "convertible_groups": True},
+}
+
+
+class SearchSpace:
+    """An ordered list of candidate ops plus the settings used to build them.
+
+    The order of `op_names` is the column order of the architecture
+    parameters α and of every probability table bnas_tf writes.
+
+    Args:
+        op_names: registered op names (see `bnas_tf.ops.registered_ops()`).
+        name: a label saved with genotypes.
+        nodes: intermediate nodes per cell.
+        input_quantizer: `ste_sign`, `approx_sign` or `swish_sign`.
+        group_channels: channels per group of binary convs, None for dense.
+        convertible_groups: use groups only where Larq Compute Engine can run
+            them (channels per group a multiple of `group_channels`).
+        selectable_none: whether derivation may pick the `none` op (BNAS).
+        weight_quantizer: Larq quantizer used once weights are binarized
+            (`ste_sign`, or `magnitude_aware_sign` for XNOR-style scaling).
+
+    Raises:
+        SearchSpaceError: for unknown or duplicate op names and bad settings.
+    """
+
+    def __init__(self, op_names: Sequence[str], *, name: str = "custom", nodes: int = 4,
+                 input_quantizer: str = "ste_sign", group_channels: int | None = None,
+                 convertible_groups: bool = False, selectable_none: bool = False,
+                 weight_quantizer: str = "ste_sign"):
+        op_names = tuple(op_names)
+        if not op_names:
+            raise SearchSpaceError("A search space needs at least one op name.")
+        duplicates = sorted({n for n in op_names if op_names.count(n) > 1})
+        if duplicates:
+            raise SearchSpaceError(f"Op names must be unique; repeated: {duplicates}.")
+        for op_name in op_names:
+            ops.get(op_name)  # raises with the list of known ops
+        if not isinstance(nodes, int) or nodes < 1:
+            raise SearchSpaceError(f"Expected nodes >= 1, got {nodes!r}.")
+        if set(op_names) == {"none"}:
+            raise SearchSpaceError("A search space of only 'none' builds nothing; add real ops.")
+        if weight_quantizer not in ("ste_sign", "magnitude_aware_sign"):
+            raise SearchSpaceError(
+                "Expected weight_quantizer 'ste_sign' or 'magnitude_aware_sign', "
+                f"got {weight_quantizer!r}.")
+        self.op_names = op_names
+        self.name = name
+        self.nodes = nodes
+        self.selectable_none = bool(selectable_none)
+        self.weight_quantizer = weight_quantizer
+        self.options = ops.OpOptions(input_quantizer=input_quantizer,
+                                     group_channels=group_channels,
+                                     convertible_groups=convertible_groups)
+
+    @classmethod
+    def get(cls, identifier: str | dict | SearchSpace, **overrides) -> SearchSpace:
+        """A predefined space by name (`bats`, `bnas`, `lce`), a config dict, or a space.
+
+        Keyword arguments override the preset, e.g. `get("bats", nodes=3)`.
+        """
+        if isinstance(identifier, SearchSpace):
+            return identifier if not overrides else cls.from_config(
+                {**identifier.get_config(), **overrides})
+        if isinstance(identifier, dict):
+            return cls.from_config({**identifier, **overrides})
+        if isinstance(identifier, str) and identifier in _PRESETS:
+            return cls(**{"name": identifier, **_PRESETS[identifier], **overrides})
+        raise SearchSpaceError(
+            f"Unknown search space {identifier!r}. Known spaces: {', '.join(_PRESETS)}; "
+            "or build one with bnas_tf.SearchSpace(op_names=[...]).")
+
+    @staticmethod
+    def names() -> tuple[str, ...]:
+        """Names of the predefined spaces."""
+        return tuple(_PRESETS)
+
+    @property
+    def num_ops(self) -> int:
+        return len(self.op_names)
+
+    @property
+    def num_edges(self) -> int:
+        """Edges of one cell: node j has j + 2 inputs."""
+        return sum(2 + j for j in range(self.nodes))
+
+    def edges(self) -> list[tuple[int, int]]:
+        """`(source, node)` per edge in α row order; sources 0, 1 are cell inputs."""
+        return [(i, j + 2) for j in range(self.nodes) for i in range(j + 2)]
+
+    def build_op(self, op_name: str, filters: int, strides: int, *, affine: bool = False,
+                 binary_weights: bool = False) -> tf.keras.layers.Layer:
+        """Instantiate one op of this space."""
+        if op_name not in self.op_names:
+            raise SearchSpaceError(
+                f"Op {op_name!r} is not in search space {self.name!r} ({', '.join(self.op_names)}).")
+        options = ops.OpOptions(
+            input_quantizer=self.options.input_quantizer,
+            kernel_quantizer=self.weight_quantizer if binary_weights else None,
+            group_channels=self.options.group_channels,
+            convertible_groups=self.options.convertible_groups,
+            affine=affine,
+        )
+        return ops.get(op_name)(filters, strides, options)
+
+    def get_config(self) -> dict:
+        return {
+            "op_names": list(self.op_names),
+            "name": self.name,
+            "nodes": self.nodes,
+            "input_quantizer": self.options.input_quantizer,
+            "group_channels": self.options.group_channels,
+            "convertible_groups": self.options.convertible_groups,
+            "selectable_none": self.selectable_none,
+            "weight_quantizer": self.weight_quantizer,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> SearchSpace:
+        config = dict(config)
+        try:
+            op_names = config.pop("op_names")
+        except KeyError:
+            raise SearchSpaceError("A search-space config needs 'op_names'.") from None
+        try:
+            return cls(op_names, **config)
+        except TypeError as error:
+            raise SearchSpaceError(f"Bad search-space config: {error}.") from None
+
+    def __eq__(self, other):
+        return isinstance(other, SearchSpace) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash(tuple(self.op_names))
+
+    def __repr__(self):
+        return f"SearchSpace({list(self.op_names)!r}, name={self.name!r}, nodes={self.nodes})"

@@ -1,0 +1,341 @@
+"""The search supernet: a Keras model with a bilevel `train_step`.
+
+Example:
+    >>> space = bn.SearchSpace.get("bats")
+    >>> net = bn.SuperNet(space, num_classes=10, layers=5, channels=16, temperature=0.2)
+    >>> net.compile(optimizer=tf.keras.optimizers.legacy.Adam(1e-3),
+    ...             arch_regularizer=bn.regularizers.Diversity(1.0, tau=7.7),
+    ...             metrics=["accuracy"])
+    >>> net.fit(bn.data.search_pairs(x, y, batch_size=64), epochs=50,
+    ...         validation_data=(x_test, y_test))
+    >>> genotype = net.genotype()
+
+`fit` takes batches `((x_train, y_train), (x_val, y_val))` from two disjoint
+halves of the training data (`bnas_tf.data.search_pairs`). Each step first
+updates α on the validation batch (architecture step), then the network
+weights on the training batch (weight step), as in DARTS.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from bnas_tf import ops
+from bnas_tf import regularizers as regularizers_lib
+from bnas_tf.errors import DataError
+from bnas_tf.genotype import Genotype, derive_genotype
+from bnas_tf.layers import ArchitectureParameters, SearchCell
+from bnas_tf.search_space import SearchSpace
+
+__all__ = ["SuperNet", "reduction_indices"]
+
+log = logging.getLogger(__name__)
+
+
+def reduction_indices(layers: int) -> tuple[int, ...]:
+    """Cells that halve the resolution: at 1/3 and 2/3 of the depth (DARTS)."""
+    return tuple(sorted({layers // 3, 2 * layers // 3}))
+
+
+def _logit_loss(loss):
+    if loss is None or loss in ("sparse_categorical_crossentropy",):
+        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if loss == "categorical_crossentropy":
+        return tf.keras.losses.CategoricalCrossentropy(from_logits=True)
+    return loss
+
+
+def _learning_rate(optimizer) -> tf.Tensor:
+    if hasattr(optimizer, "_decayed_lr"):  # legacy optimizers
+        return optimizer._decayed_lr(tf.float32)
+    lr = optimizer.learning_rate
+    if callable(lr):
+        lr = lr(optimizer.iterations)
+    return tf.cast(lr, tf.float32)
+
+
+class _SearchState(tf.keras.callbacks.Callback):
+    """Keeps the supernet's epoch variable and warm-up switch in step with `fit`."""
+
+    def __init__(self, net: SuperNet):
+        super().__init__()
+        self.net = net
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.net.epoch.assign(epoch)
+        enabled = epoch >= self.net.warmup_epochs
+        if enabled != self.net._arch_enabled:
+            self.net._arch_enabled = enabled
+            self.net.train_function = self.net.make_train_function(force=True)
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class SuperNet(tf.keras.Model):
+    """Mixed-op supernet over a binary search space (DARTS/BATS/BNAS).
+
+    Stem (real-valued 3×3 conv + BN), `layers` cells with reductions at 1/3
+    and 2/3 of the depth, global average pooling and a dense classifier that
+    outputs logits. Each edge mixes all ops with `softmax(α/T)`; all normal
+    cells share `α_normal`, all reduction cells `α_reduce`.
+
+    Args:
+        space: a `SearchSpace`, its name (`bats`, `bnas`, `lce`) or config.
+        num_classes: classifier outputs.
+        layers: number of cells.
+        channels: channels per node in the first cells (doubled at reductions).
+        temperature: softmax temperature T (BATS default 0.2; 1.0 = DARTS).
+        cell_skip: add the BNAS inter-cell skip connection.
+        stem_multiplier: stem channels = `stem_multiplier · channels`.
+        seed: seed of the α initializer.
+
+    Attributes:
+        arch: the `ArchitectureParameters` layer (α and T).
+        arch_variables: α variables, updated by the architecture step only.
+        weight_variables: all other trainable variables (weight step only).
+        epoch: non-trainable variable holding the current epoch.
+    """
+
+    def __init__(self, space: SearchSpace | str | dict = "bats", num_classes: int = 10,
+                 layers: int = 8, channels: int = 16, *, temperature: float = 0.2,
+                 cell_skip: bool = True, stem_multiplier: int = 3, seed: int | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("num_classes", num_classes), ("layers", layers),
+                            ("channels", channels), ("stem_multiplier", stem_multiplier)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected {name} to be a positive integer, got {value!r}.")
+        self.space = SearchSpace.get(space)
+        self.num_classes, self.num_layers, self.channels = num_classes, layers, channels
+        self.cell_skip, self.stem_multiplier, self.seed = cell_skip, stem_multiplier, seed
+        self.arch = ArchitectureParameters(self.space.num_edges, self.space.num_ops,
+                                           temperature=temperature, seed=seed, name="arch")
+        self.stem = ops.ConvBN(stem_multiplier * channels, 3, name="stem")
+        self.cells = []
+        c_prev, filters, reduction_prev = stem_multiplier * channels, channels, False
+        reductions = reduction_indices(layers)
+        for i in range(layers):
+            reduction = i in reductions
+            filters = filters * 2 if reduction else filters
+            self.cells.append(SearchCell(self.space, filters, reduction, reduction_prev,
+                                         in_channels=c_prev, cell_skip=cell_skip,
+                                         name=f"cell_{i}"))
+            c_prev, reduction_prev = self.space.nodes * filters, reduction
+        self.global_pool = tf.keras.layers.GlobalAveragePooling2D()
+        self.classifier = tf.keras.layers.Dense(num_classes, name="classifier")
+        self.epoch = tf.Variable(0, trainable=False, dtype=tf.int64, name="search_epoch")
+        self.arch_optimizer = None
+        self.arch_regularizer = None
+        self.arch_weight_decay = 0.0
+        self.warmup_epochs = 0
+        self.second_order = False
+        self._arch_enabled = True
+        self._loss_tracker = tf.keras.metrics.Mean(name="loss")
+        self._arch_loss_tracker = tf.keras.metrics.Mean(name="arch_loss")
+
+    # -- architecture ----------------------------------------------------------------------
+
+    @property
+    def temperature(self) -> float:
+        return float(self.arch.temperature.numpy())
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        if value <= 0:
+            raise ValueError(f"Expected temperature > 0, got {value!r}.")
+        self.arch.temperature.assign(value)
+
+    @property
+    def arch_variables(self) -> list[tf.Variable]:
+        return self.arch.alphas
+
+    @property
+    def weight_variables(self) -> list[tf.Variable]:
+        arch = {id(v) for v in self.arch.trainable_weights}
+        return [v for v in self.trainable_weights if id(v) not in arch]
+
+    def op_probabilities(self, tempered: bool = True) -> dict[str, np.ndarray]:
+        """`{"normal": [edges, ops], "reduce": [edges, ops]}` op probabilities."""
+        t = self.arch.temperature if tempered else 1.0
+        return {kind: tf.nn.softmax(a / t).numpy()
+                for kind, a in zip(("normal", "reduce"), self.arch.alphas, strict=False)}
+
+    def genotype(self, edges_per_node: int = 2) -> Genotype:
+        """Derive the genotype with the DARTS rule from the current α (see `derive_genotype`)."""
+        probs = self.op_probabilities()
+        return derive_genotype(probs["normal"], probs["reduce"], self.space,
+                               edges_per_node=edges_per_node)
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def call(self, inputs, training=None):
+        if inputs.shape.rank != 4:
+            raise ValueError(f"Expected images of shape (batch, height, width, channels), "
+                             f"got shape {inputs.shape}.")
+        normal, reduce = self.arch.op_weights()
+        s0 = s1 = self.stem(inputs, training=training)
+        for cell in self.cells:
+            weights = reduce if cell.reduction else normal
+            s0, s1 = s1, cell([s0, s1], op_weights=weights, training=training)
+        return self.classifier(self.global_pool(s1))
+
+    # -- training --------------------------------------------------------------------------
+
+    def compile(self, optimizer=None, arch_optimizer=None, loss=None, metrics=None, *,
+                arch_regularizer=None, arch_weight_decay: float = 1e-3, warmup_epochs: int = 0,
+                second_order: bool = False, **kwargs):
+        """Configure both optimizers and the architecture objective.
+
+        Args:
+            optimizer: weight optimizer (default: legacy Adam 1e-3, AdamBNN).
+            arch_optimizer: α optimizer (default: legacy Adam(3e-4, β=(0.5, 0.999))).
+            loss: classification loss on logits (default sparse cross-entropy,
+                `from_logits=True`; cross-entropy names are read as logits).
+            metrics: Keras metrics on the weight step's training batch.
+            arch_regularizer: a `bnas_tf.regularizers` object, a list of them,
+                or None; added to the architecture loss on all α.
+            arch_weight_decay: L2 factor on α (DARTS: 1e-3), as PyTorch Adam's
+                `weight_decay` (gradient += decay · α).
+            warmup_epochs: epochs at the start with weight steps only.
+            second_order: unrolled DARTS gradient (one virtual SGD step and a
+                finite-difference Hessian-vector product) instead of first order.
+        """
+        if optimizer is None:
+            optimizer = tf.keras.optimizers.legacy.Adam(1e-3)
+        if arch_optimizer is None:
+            arch_optimizer = tf.keras.optimizers.legacy.Adam(3e-4, beta_1=0.5, beta_2=0.999)
+        super().compile(optimizer=optimizer, loss=_logit_loss(loss), metrics=metrics, **kwargs)
+        self.arch_optimizer = tf.keras.optimizers.get(arch_optimizer)
+        self.arch_regularizer = regularizers_lib.get(arch_regularizer)
+        if self.arch_regularizer is not None and hasattr(self.arch_regularizer, "follow"):
+            self.arch_regularizer.follow(self)
+        if arch_weight_decay < 0 or warmup_epochs < 0:
+            raise ValueError("Expected arch_weight_decay >= 0 and warmup_epochs >= 0, got "
+                             f"{arch_weight_decay!r} and {warmup_epochs!r}.")
+        self.arch_weight_decay = float(arch_weight_decay)
+        self.warmup_epochs = int(warmup_epochs)
+        self.second_order = bool(second_order)
+        self._arch_enabled = int(self.epoch.numpy()) >= self.warmup_epochs
+
+    @property
+    def metrics(self):
+        metrics = [self._loss_tracker, self._arch_loss_tracker]
+        if self.compiled_metrics is not None:
+            metrics += self.compiled_metrics.metrics
+        return metrics
+
+    def arch_regularization(self) -> tf.Tensor:
+        """Architecture regularizers on all α (concatenated) plus the α weight decay."""
+        alphas = tf.concat(self.arch.alphas, axis=0)
+        total = 0.5 * self.arch_weight_decay * tf.reduce_sum(tf.square(alphas))
+        if self.arch_regularizer is not None:
+            total += self.arch_regularizer(alphas)
+        return total
+
+    def _task_loss(self, x, y, training=True):
+        y_pred = self(x, training=training)
+        return self.compiled_loss(y, y_pred), y_pred
+
+    def _arch_gradients(self, x_t, y_t, x_v, y_v):
+        with tf.GradientTape() as tape:
+            val_loss, _ = self._task_loss(x_v, y_v)
+            objective = val_loss + self.arch_regularization()
+        if not self.second_order:
+            return val_loss, tape.gradient(objective, self.arch_variables)
+        return val_loss, self._unrolled_gradients(x_t, y_t, x_v, y_v)
+
+    def _unrolled_gradients(self, x_t, y_t, x_v, y_v):
+        """DARTS second-order α gradient, weights restored afterwards."""
+        weights, alphas = self.weight_variables, self.arch_variables
+        xi = _learning_rate(self.optimizer)
+        backup = [tf.identity(w) for w in weights]
+
+        def zeros_for_none(grads, variables):
+            return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables, strict=False)]
+
+        with tf.GradientTape() as tape:
+            train_loss, _ = self._task_loss(x_t, y_t)
+        for w, g in zip(weights, zeros_for_none(tape.gradient(train_loss, weights), weights), strict=False):
+            w.assign_sub(xi * g)                                  # w' = w − ξ ∇w L_train
+        with tf.GradientTape() as tape:
+            val_loss, _ = self._task_loss(x_v, y_v)
+            objective = val_loss + self.arch_regularization()
+        grads = zeros_for_none(tape.gradient(objective, alphas + weights), alphas + weights)
+        d_alpha, d_weights = grads[: len(alphas)], grads[len(alphas):]
+        eps = 0.01 / (tf.linalg.global_norm(d_weights) + 1e-12)
+
+        def train_alpha_grad(sign):
+            for w, b, d in zip(weights, backup, d_weights, strict=False):
+                w.assign(b + sign * eps * d)
+            with tf.GradientTape() as t:
+                loss, _ = self._task_loss(x_t, y_t)
+            return zeros_for_none(t.gradient(loss, alphas), alphas)
+
+        plus, minus = train_alpha_grad(1.0), train_alpha_grad(-1.0)
+        for w, b in zip(weights, backup, strict=False):
+            w.assign(b)
+        return [d - xi * (p - m) / (2.0 * eps) for d, p, m in zip(d_alpha, plus, minus, strict=False)]
+
+    def train_step(self, data):
+        try:
+            (x_t, y_t), (x_v, y_v) = data
+        except (TypeError, ValueError):
+            raise DataError(
+                "SuperNet.fit expects batches ((x_train, y_train), (x_val, y_val)) from two "
+                "halves of the training data; build them with "
+                "bnas_tf.data.search_pairs(x, y, batch_size=...).") from None
+        if self._arch_enabled:
+            arch_loss, grads = self._arch_gradients(x_t, y_t, x_v, y_v)
+            self.arch_optimizer.apply_gradients(zip(grads, self.arch_variables, strict=False))
+            self._arch_loss_tracker.update_state(arch_loss)
+        weights = self.weight_variables
+        with tf.GradientTape() as tape:
+            y_pred = self(x_t, training=True)
+            loss = self.compiled_loss(y_t, y_pred, regularization_losses=self.losses)
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=False))
+        self._loss_tracker.update_state(loss)
+        self.compiled_metrics.update_state(y_t, y_pred)
+        logs = {m.name: m.result() for m in self.metrics}
+        logs["entropy"] = self.arch.mean_entropy()
+        logs["alpha_entropy"] = self.arch.mean_entropy(tempered=False)
+        logs["temperature"] = tf.identity(self.arch.temperature)
+        return logs
+
+    def test_step(self, data):
+        x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=False)
+        loss = self.compiled_loss(y, y_pred, sample_weight)
+        self._loss_tracker.update_state(loss)
+        self.compiled_metrics.update_state(y, y_pred, sample_weight)
+        return {m.name: m.result() for m in self.metrics if m is not self._arch_loss_tracker}
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """`tf.keras.Model.fit` on `((x_train, y_train), (x_val, y_val))` batches."""
+        if self.arch_optimizer is None:
+            raise RuntimeError("Call SuperNet.compile(...) before fit().")
+        if y is not None or not isinstance(x, tf.data.Dataset):
+            raise DataError(
+                "SuperNet.fit expects a tf.data.Dataset of ((x_train, y_train), (x_val, y_val)) "
+                "batches, got " + (f"x={type(x).__name__}, y={type(y).__name__}" if y is not None
+                                   else type(x).__name__)
+                + ". Build it with bnas_tf.data.search_pairs(x, y, batch_size=...).")
+        spec = x.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 2
+                and all(isinstance(s, tuple) and len(s) == 2 for s in spec)):
+            raise DataError(
+                "SuperNet.fit expects dataset elements ((x_train, y_train), (x_val, y_val)), "
+                f"got {spec}. Build them with bnas_tf.data.search_pairs(x, y, batch_size=...).")
+        callbacks = [_SearchState(self), *(callbacks or [])]
+        return super().fit(x, None, *args, callbacks=callbacks, **kwargs)
+
+    def get_config(self):
+        return {"space": self.space.get_config(), "num_classes": self.num_classes,
+                "layers": self.num_layers, "channels": self.channels,
+                "temperature": self.arch.initial_temperature, "cell_skip": self.cell_skip,
+                "stem_multiplier": self.stem_multiplier, "seed": self.seed, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)

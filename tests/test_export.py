@@ -1,0 +1,468 @@
+"""Tests of bnas_tf.export: LCE conversion, per-layer report, verification, CLI.
+
+Tiny Larq models (8x8 inputs) keep each conversion around a second. Batch-norm
+statistics are randomized: with the default ones, binary conv outputs (integers) sit
+exactly on the next binarizer's threshold, and float rounding may flip such ties.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import bnas_tf  # noqa: F401  (selects Keras 2 before TensorFlow)
+
+lce = pytest.importorskip("larq_compute_engine")
+
+import larq as lq  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bnas_tf import export  # noqa: E402
+from bnas_tf.errors import ExportError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "export" / "to_tflite.py"
+
+
+def qconv(name, filters=32, **kwargs):
+    options = dict(
+        kernel_size=3,
+        padding="same",
+        pad_values=1.0,
+        input_quantizer="ste_sign",
+        kernel_quantizer="ste_sign",
+        kernel_constraint="weight_clip",
+        use_bias=False,
+    )
+    options.update(kwargs)
+    return lq.layers.QuantConv2D(filters, name=name, **options)
+
+
+def randomize_bn(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            g, b, mean, var = (w.shape for w in layer.get_weights())
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, g),
+                    rng.normal(0.0, 0.5, b),
+                    rng.normal(0.0, 2.0, mean),
+                    rng.uniform(1.0, 4.0, var),
+                ]
+            )
+    return model
+
+
+def one_conv(conv, channels, name):
+    """input -> conv -> BN -> global pool -> float Dense(10): a tiny classifier."""
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((8, 8, channels))
+    x = tf.keras.layers.BatchNormalization()(conv(inp))
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    x = tf.keras.layers.Dense(10)(x)
+    return randomize_bn(tf.keras.Model(inp, x, name=name))
+
+
+def inputs(model, n=16, seed=1):
+    shape = (n, *model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def dense():
+    model = one_conv(qconv("bin"), 32, "dense")
+    return model, export.convert(model)
+
+
+@pytest.fixture(scope="module")
+def grouped3():
+    model = one_conv(qconv("g3", 36, groups=12), 36, "grouped3")
+    return model, export.convert(model)
+
+
+@pytest.fixture(scope="module")
+def grouped32():
+    model = one_conv(qconv("g32", 64, groups=2), 64, "grouped32")
+    return model, export.convert(model)
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """Binary conv, max pool feeding a binary conv, real-weight conv, binary dense."""
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((8, 8, 32))
+    x = tf.keras.layers.BatchNormalization()(qconv("first", 32)(inp))
+    x = tf.keras.layers.MaxPool2D(2, name="pool")(x)
+    x = tf.keras.layers.BatchNormalization()(qconv("after_pool", 32)(x))
+    x = tf.keras.layers.BatchNormalization()(
+        qconv("real_weights", 32, kernel_quantizer=None, kernel_constraint=None)(x)
+    )
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    x = lq.layers.QuantDense(
+        10, input_quantizer="ste_sign", kernel_quantizer="ste_sign", name="classifier"
+    )(x)
+    model = randomize_bn(tf.keras.Model(inp, x, name="mixed"))
+    return model, export.convert(model)
+
+
+# --------------------------------------------------------------------------- conversion rules
+
+
+def test_dense_binary_conv_becomes_lce_bconv2d(dense):
+    model, fb = dense
+    report = export.conversion_report(model, fb)
+    assert report.op_counts.get("LceBconv2d") == 1
+    assert "CONV_2D" not in report.op_counts
+    layer = report.layer("bin")
+    assert (layer.converted, layer.op, layer.reason, layer.warnings) == (
+        True,
+        "LceBconv2d",
+        None,
+        [],
+    )
+    assert report.all_converted and len(report.layers) == 1
+    # 32x32x3x3 binary weights pack 32 to a word; the float model stores them as float32.
+    assert report.float_size_bytes > 2 * report.size_bytes
+    assert report.size_bytes == len(fb)
+
+
+def test_grouped_conv_with_3_channels_per_group_stays_float(grouped3):
+    model, fb = grouped3
+    report = export.conversion_report(model, fb, compare_float=False)
+    assert "LceBconv2d" not in report.op_counts
+    assert report.op_counts["CONV_2D"] == 1
+    layer = report.layer("g3")
+    assert not layer.converted and layer.op == "CONV_2D"
+    assert "groups=12 with 3 input channels per group" in layer.reason
+    assert "multiple of 32" in layer.reason
+    assert "group_channels=32" in layer.fix
+    assert report.float_layers == [layer]
+    table = report.format_table()
+    assert "g3" in table and "FLOAT" in table and "groups=12" in table
+
+
+def test_grouped_conv_with_32_channels_per_group_converts(grouped32):
+    model, fb = grouped32
+    report = export.conversion_report(model, fb, compare_float=False)
+    layer = report.layer("g32")
+    assert layer.converted and report.op_counts["LceBconv2d"] == 1
+    assert layer.details["groups"] == 2 and layer.details["channels_per_group"] == 32
+    assert "use_indirect_bgemm=True" in layer.warnings[0]
+    # The runtime rule behind that warning: LCE's default kernel refuses grouped convs.
+    with pytest.raises(ExportError, match="could not run"):
+        export.verify(model, fb, inputs(model, 2), interpreter_kwargs={"use_indirect_bgemm": False})
+    result = export.verify(model, fb, inputs(model))
+    assert result.passed and result.top1_agreement == 1.0
+
+
+@pytest.mark.parametrize("target", ["arm", "xcore"])
+def test_pad_values_zero_is_reported(target):
+    model = one_conv(qconv("pad0", pad_values=0.0), 32, f"pad0_{target}")
+    fb = export.convert(model, target=target)
+    report = export.conversion_report(model, fb, target=target, compare_float=False)
+    layer = report.layer("pad0")
+    if target == "arm":  # converts, with LCE's slower zero-padding correction
+        assert layer.converted and report.op_counts["LceBconv2d"] == 1
+        assert "pad_values=0 with padding='same'" in layer.warnings[0]
+        assert "set pad_values=1.0" in layer.warnings[0]
+    else:
+        assert not layer.converted and "LceBconv2d" not in report.op_counts
+        assert "pad_values=0 with padding='same'" in layer.reason
+        assert layer.fix == "set pad_values=1.0"
+
+
+def test_mixed_model_attributes_every_binary_layer(mixed):
+    model, fb = mixed
+    report = export.conversion_report(model, fb, compare_float=False)
+    by_name = {r.name: r for r in report.layers}
+    assert sorted(by_name) == ["after_pool", "classifier", "first", "pool", "real_weights"]
+    assert by_name["first"].converted and by_name["after_pool"].converted
+    assert by_name["pool"].converted and by_name["pool"].op == "LceBMaxPool2d"
+    assert report.op_counts["LceBconv2d"] == 2 and report.op_counts["LceBMaxPool2d"] == 1
+    real = by_name["real_weights"]
+    assert not real.converted
+    assert real.reason == "kernel_quantizer is None: the layer has real weights"
+    assert "stage 2" in real.fix
+    dense = by_name["classifier"]
+    assert not dense.converted and dense.op == "FULLY_CONNECTED"
+    assert "fully-connected" in dense.reason
+    assert report.unattributed_ops == []
+
+
+def test_flatbuffer_overrides_wrong_prediction(mixed, grouped32):
+    model, fb = mixed
+    # Report as if converted for xcore (no LceBMaxPool2d there): the flatbuffer wins.
+    report = export.conversion_report(model, fb, target="xcore", compare_float=False)
+    pool = report.layer("pool")
+    assert pool.converted and "rules predicted float" in pool.warnings[0]
+    assert not pool.required  # strict mode does not require pools to fuse
+    # A flatbuffer of another model: the layers are not found, its LceBconv2d is left over.
+    other = export.conversion_report(model, grouped32[1], compare_float=False)
+    first = other.layer("first")
+    assert not first.converted
+    assert "no LceBconv2d of this layer's shape" in first.reason
+    assert other.unattributed_ops == ["LceBconv2d(64, (3, 3), 64, 2, (1, 1), (1, 1), 'same', 1)"]
+
+
+def test_unsupported_input_quantizer_is_named():
+    model = one_conv(qconv("heavi", input_quantizer="ste_heaviside"), 32, "heaviside")
+    fb = export.convert(model)
+    layer = export.conversion_report(model, fb, compare_float=False).layer("heavi")
+    assert not layer.converted and "LceBconv2d" not in export.op_counts(fb)
+    assert layer.reason.startswith("input_quantizer=ste_heaviside")
+    assert "ste_sign" in layer.fix
+
+
+# --------------------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("fixture", ["dense", "mixed"])
+def test_tflite_outputs_match_keras(fixture, request):
+    model, fb = request.getfixturevalue(fixture)
+    x = inputs(model, 32)
+    result = export.verify(model, fb, x, y=np.zeros(len(x), int))
+    assert result.num_samples == 32
+    assert result.top1_agreement == 1.0 and result.passed
+    assert result.max_abs_diff < 1e-4
+    assert result.keras_accuracy == result.tflite_accuracy
+
+
+def test_verify_fails_on_a_different_model(dense, grouped3):
+    model, _ = dense
+    other = one_conv(qconv("bin"), 32, "reseeded")
+    randomize_bn(other, seed=7)
+    other.set_weights([w + 0.3 for w in model.get_weights()])  # same shapes, other outputs
+    result = export.verify(model, export.convert(other), inputs(model, 32), top1_threshold=0.99)
+    assert not result.passed and result.top1_agreement < 0.99
+    assert "FAILED" in result.format()
+
+
+def test_float_equivalent_removes_binarization(dense):
+    model, _ = dense
+    flt = export.float_equivalent(model)
+    conv = flt.get_layer("bin")
+    assert conv.input_quantizer is None and conv.kernel_quantizer is None
+    assert model.get_layer("bin").input_quantizer is not None  # original untouched
+    x = inputs(model, 4)
+    latent = model.get_layer("bin").kernel.latent_variable.numpy()
+    sub = tf.keras.Model(flt.inputs, conv.output)
+    np.testing.assert_allclose(sub(x), tf.nn.conv2d(x, latent, 1, "SAME"), atol=1e-5)
+    ops = export.op_counts(export.convert_float(model))
+    assert ops["CONV_2D"] == 1 and not any(k.startswith("Lce") for k in ops)
+
+
+def test_benchmark_reports_every_kernel(grouped32):
+    model, fb = grouped32
+    result = export.benchmark(
+        fb, export.convert_float(model), inputs(model, 1), threads=(1,), repeats=3, warmup=1
+    )
+    (run,) = result["runs"]
+    assert run["lce"]["bgemm"] == {"error": "rejects grouped binary convolutions"}
+    assert run["lce_best"] in (
+        "indirect_bgemm",
+        "indirect_bgemm+xnnpack",
+        "reference",
+        "reference+xnnpack",
+    )
+    assert run["lce_ms"] > 0 and run["float_ms"] > 0 and run["float_xnnpack"] is True
+    assert result["size_ratio"] > 1
+    assert "1 thread(s)" in export.format_benchmark(result)
+
+
+# --------------------------------------------------------------------------- errors and files
+
+
+def test_model_without_binary_layers_is_refused():
+    inp = tf.keras.Input((8, 8, 3))
+    model = tf.keras.Model(inp, tf.keras.layers.Conv2D(4, 3)(inp))
+    with pytest.raises(ExportError, match="no binary layers.*allow_float=True"):
+        export.convert(model)
+    ops = export.op_counts(export.convert(model, allow_float=True))
+    assert ops == {"CONV_2D": 1}
+
+
+def test_unknown_target_lists_targets(dense):
+    with pytest.raises(ExportError, match="Unknown target 'riscv'.*'arm', 'xcore'"):
+        export.convert(dense[0], target="riscv")
+
+
+@pytest.mark.parametrize("where", ["missing_dir", "under_a_file", "a_directory"])
+def test_unwritable_output_path(dense, tmp_path, where):
+    (tmp_path / "file.txt").write_text("x")
+    path = {
+        "missing_dir": tmp_path / "no" / "model.tflite",
+        "under_a_file": tmp_path / "file.txt" / "model.tflite",
+        "a_directory": tmp_path,
+    }[where]
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ExportError, match="Cannot write"):
+        export.convert(dense[0], path)
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_failed_write_leaves_no_file(dense, tmp_path, monkeypatch):
+    model, fb = dense
+    report = export.conversion_report(model, fb, compare_float=False)
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(ExportError, match="No space left"):
+        report.to_json(tmp_path / "report.json")
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_tflite_writes_the_flatbuffer(dense, tmp_path):
+    model, _ = dense
+    path = export.save_tflite(model, tmp_path / "m.tflite")
+    data = path.read_bytes()
+    assert export.op_counts(data)["LceBconv2d"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]
+
+
+def test_strict_refuses_grouped3(grouped3, tmp_path):
+    model, _ = grouped3
+    out = tmp_path / "m.tflite"
+    with pytest.raises(
+        ExportError, match=r"(?s)Strict export: 1 of 1 binary layers.*g3.*groups=12"
+    ):
+        export.convert(model, out, strict=True)
+    assert not out.exists()
+
+
+def test_report_json(mixed, tmp_path):
+    model, fb = mixed
+    path = export.conversion_report(model, fb, compare_float=False).to_json(tmp_path / "r.json")
+    data = json.loads(path.read_text())
+    assert data["summary"] == {
+        "binary_layers": 5,
+        "converted": 3,
+        "float": 2,
+        "size_ratio": None,
+    }
+    assert data["op_counts"]["LceBconv2d"] == 2
+    assert {d["name"]: d["converted"] for d in data["layers"]}["real_weights"] is False
+
+
+def test_strict_names_float_layers_but_not_pools(mixed):
+    model, fb = mixed
+    report = export.conversion_report(model, fb, target="xcore", compare_float=False)
+    report.layer("pool").converted = False  # as an xcore flatbuffer would have it
+    with pytest.raises(ExportError, match="2 of 4 binary layers") as info:
+        report.check_strict()
+    assert "real_weights (QuantConv2D): kernel_quantizer is None" in str(info.value)
+    assert "classifier (QuantDense)" in str(info.value)
+    assert "pool" not in str(info.value)
+
+
+@tf.keras.utils.register_keras_serializable(package="test_export")
+class ConvBlock(tf.keras.layers.Layer):
+    """A custom layer holding a Larq conv, as bnas_tf's cells do."""
+
+    def __init__(self, filters, groups=1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.groups = filters, groups
+        self.conv = qconv("conv", filters, groups=groups)
+        self.bn = tf.keras.layers.BatchNormalization()
+
+    def call(self, inputs):
+        return self.bn(self.conv(inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "groups": self.groups}
+
+
+def test_nested_layers_are_reported_and_stripped():
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((8, 8, 64))
+    x = ConvBlock(64, name="block_a")(inp)
+    x = ConvBlock(64, groups=16, name="block_b")(x)
+    model = tf.keras.Model(inp, x, name="nested")
+    fb = export.convert(model)
+    report = export.conversion_report(model, fb)
+    assert [r.name for r in report.layers] == ["block_a/conv", "block_b/conv"]
+    assert report.layer("block_a/conv").converted
+    assert "groups=16 with 4 input channels" in report.layer("block_b/conv").reason
+    flt = export.float_equivalent(model)
+    nested = flt.get_layer("block_a").conv
+    assert nested.input_quantizer is None and nested.kernel.quantizer is None
+    assert report.float_size_bytes > report.size_bytes
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_rejects_a_path_that_is_not_a_model(tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not a model")
+    out = tmp_path / "out.tflite"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(junk), "--output", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Could not load a Keras model from" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("to_tflite", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_strict_refuses_then_verify_writes(grouped3, tmp_path, capsys):
+    model, _ = grouped3
+    saved = tmp_path / "g3.keras"
+    model.save(saved)
+    out, report = tmp_path / "g3.tflite", tmp_path / "report.json"
+    script = _script()
+    args = [str(saved), "--output", str(out), "--report", str(report)]
+    assert script.main([*args, "--strict"]) == 1
+    assert not out.exists()
+    assert "Strict export" in capsys.readouterr().err
+
+    x = inputs(model, 20)
+    labels = model.predict(x, verbose=0).argmax(1)
+
+    def load_data(name, data_dir, n):
+        assert (name, data_dir, n) == ("synthetic", None, 20)
+        return x, labels
+
+    argv = [*args, "--verify", "20", "--dataset", "synthetic"]
+    assert script.main(argv, load_data=load_data) == 0
+    assert export.op_counts(out.read_bytes())["CONV_2D"] == 1
+    data = json.loads(report.read_text())
+    assert data["verification"]["top1_agreement"] == 1.0
+    assert data["verification"]["tflite_accuracy"] == 1.0
+    assert "g3" in capsys.readouterr().out
+
+
+def test_cli_refuses_failed_verification(dense, tmp_path, capsys):
+    model, _ = dense
+    saved = tmp_path / "m.keras"
+    model.save(saved)
+    out = tmp_path / "m.tflite"
+    x = inputs(model, 10)
+
+    def load_data(name, data_dir, n):
+        return x, np.zeros(n, int)
+
+    argv = [str(saved), "--output", str(out), "--verify", "10", "--top1-threshold", "1.01"]
+    assert _script().main(argv, load_data=load_data) == 1
+    assert "Verification failed" in capsys.readouterr().err
+    assert not out.exists()
