@@ -86,7 +86,8 @@ class MixedOp(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         self.space = SearchSpace.get(space)
         self.filters, self.strides = filters, strides
-        self._ops = [self.space.build_op(n, filters, strides) for n in self.space.op_names]
+        self._ops = [self.space.build_op(n, filters, strides, masked_groups=True)
+                     for n in self.space.op_names]
         self._active = [i for i, n in enumerate(self.space.op_names) if n != "none"]
 
     def call(self, inputs, op_weights, training=None):

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 
 import larq as lq
+import numpy as np
 import tensorflow as tf
 
 from bnas_tf.errors import SearchSpaceError
@@ -41,6 +42,7 @@ __all__ = [
     "PoolBN",
     "ConvBN",
     "BinaryConvBN",
+    "GroupMaskedQuantConv2D",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,10 @@ class OpOptions:
             channels per group are a multiple of `group_channels` (what Larq
             Compute Engine needs); otherwise the conv falls back to dense.
         affine: learn scale and offset in batch norm (False while searching).
+        masked_groups: run grouped convs as dense convs with a block-diagonal
+            kernel mask (same function; TensorFlow's grouped convs are 10–30×
+            slower on CPU). The supernet uses this; derived networks do not,
+            since Larq Compute Engine needs real grouped convs.
     """
 
     input_quantizer: str = "ste_sign"
@@ -73,6 +79,7 @@ class OpOptions:
     group_channels: int | None = None
     convertible_groups: bool = False
     affine: bool = False
+    masked_groups: bool = False
 
     def __post_init__(self):
         if self.input_quantizer not in INPUT_QUANTIZERS:
@@ -91,6 +98,7 @@ class OpOptions:
             "input_quantizer": self.input_quantizer,
             "kernel_quantizer": self.kernel_quantizer,
             "affine": self.affine,
+            "masked_groups": self.masked_groups,
         }
 
 
@@ -258,6 +266,21 @@ class ConvBN(tf.keras.layers.Layer):
                 "strides": self.strides, "affine": self.affine}
 
 
+def _same_grid_subsample(x: tf.Tensor, stride: int) -> tf.Tensor:
+    """Keep the pixels a "same"-padded conv of this stride centres on.
+
+    TensorFlow pads "same" convs asymmetrically: at stride 2, even sizes keep
+    pixels 1, 3, 5, … and odd sizes 0, 2, 4, …; the pools and plain convs of a
+    mixed op follow that grid, so the subsampled dilated conv must too.
+    """
+    size = x.shape[1:3]
+    if None in size:
+        dynamic = tf.shape(x)[1:3]
+        start = (dynamic + 1) % stride
+        return x[:, start[0]::stride, start[1]::stride, :]
+    return x[:, (size[0] + 1) % stride::stride, (size[1] + 1) % stride::stride, :]
+
+
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
 class BinaryConvBN(tf.keras.layers.Layer):
     """Binarized input → (grouped, dilated) `larq.layers.QuantConv2D` → batch norm.
@@ -279,6 +302,8 @@ class BinaryConvBN(tf.keras.layers.Layer):
         input_quantizer: Larq quantizer name for activations.
         kernel_quantizer: Larq quantizer name for weights or None (real weights).
         affine: learn batch-norm scale and offset.
+        masked_groups: emulate `groups` with a dense conv and a block-diagonal
+            kernel mask (faster on CPU; not for export).
 
     References:
         Bulat et al., BATS: Binary ArchitecTure Search, ECCV 2020, arXiv:2003.01711.
@@ -286,16 +311,21 @@ class BinaryConvBN(tf.keras.layers.Layer):
 
     def __init__(self, filters: int, kernel_size: int, strides: int = 1, dilation_rate: int = 1,
                  groups: int = 1, input_quantizer: str = "ste_sign",
-                 kernel_quantizer: str | None = None, affine: bool = False, **kwargs):
+                 kernel_quantizer: str | None = None, affine: bool = False,
+                 masked_groups: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
         self.dilation_rate, self.groups, self.affine = dilation_rate, groups, affine
         self.input_quantizer, self.kernel_quantizer = input_quantizer, kernel_quantizer
+        self.masked_groups = masked_groups
         self._subsample = strides if dilation_rate > 1 else 1
-        self.conv = lq.layers.QuantConv2D(
+        conv_class, group_args = lq.layers.QuantConv2D, {"groups": groups}
+        if masked_groups and groups > 1:
+            conv_class, group_args = GroupMaskedQuantConv2D, {"mask_groups": groups}
+        self.conv = conv_class(
             filters, kernel_size,
             strides=1 if self._subsample > 1 else strides,
-            dilation_rate=dilation_rate, groups=groups, padding="same", pad_values=1.0,
+            dilation_rate=dilation_rate, padding="same", pad_values=1.0, **group_args,
             use_bias=False, input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
             kernel_constraint="weight_clip" if kernel_quantizer else None,
         )
@@ -304,14 +334,53 @@ class BinaryConvBN(tf.keras.layers.Layer):
     def call(self, inputs, training=None):
         out = self.conv(inputs)
         if self._subsample > 1:
-            out = out[:, :: self._subsample, :: self._subsample, :]
+            out = _same_grid_subsample(out, self._subsample)
         return self.bn(out, training=training)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "dilation_rate": self.dilation_rate,
                 "groups": self.groups, "input_quantizer": self.input_quantizer,
-                "kernel_quantizer": self.kernel_quantizer, "affine": self.affine}
+                "kernel_quantizer": self.kernel_quantizer, "affine": self.affine,
+                "masked_groups": self.masked_groups}
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class GroupMaskedQuantConv2D(lq.layers.QuantConv2D):
+    """A `QuantConv2D` whose dense kernel is masked block-diagonally into `mask_groups`.
+
+    Computes exactly the grouped convolution with `groups=mask_groups`; the
+    masked-out kernel entries get zero gradient and never matter.
+    `grouped_kernel()` returns the `[k, k, in/groups, filters]` kernel a real
+    grouped conv would hold.
+    """
+
+    def __init__(self, *args, mask_groups: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mask_groups = mask_groups
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        channels, groups = int(input_shape[-1]), self.mask_groups
+        if channels % groups or self.filters % groups:
+            raise SearchSpaceError(f"Expected input channels ({channels}) and filters "
+                                   f"({self.filters}) divisible by groups={groups}.")
+        cin, cout = channels // groups, self.filters // groups
+        block = np.kron(np.eye(groups, dtype="float32"), np.ones((cin, cout), "float32"))
+        self._mask = tf.constant(block[None, None])
+
+    def convolution_op(self, inputs, kernel):
+        return super().convolution_op(inputs, kernel * self._mask)
+
+    def grouped_kernel(self) -> np.ndarray:
+        """The kernel of the equivalent `groups=mask_groups` convolution."""
+        kernel, groups = self.kernel.numpy(), self.mask_groups
+        cin, cout = kernel.shape[2] // groups, kernel.shape[3] // groups
+        return np.concatenate([kernel[:, :, g * cin:(g + 1) * cin, g * cout:(g + 1) * cout]
+                               for g in range(groups)], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "mask_groups": self.mask_groups}
 
 
 @register_op("none")

@@ -24,7 +24,7 @@ def entropy(probs: tf.Tensor) -> tf.Tensor:
 
 
 def _rows(alpha: tf.Tensor) -> tf.Tensor:
-    alpha = tf.convert_to_tensor(alpha)
+    alpha = tf.cast(alpha, tf.float32)
     return tf.reshape(alpha, [-1, tf.shape(alpha)[-1]])
 
 
@@ -175,9 +175,16 @@ def serialize(regularizer) -> dict:
 
 
 def deserialize(config: dict):
-    return tf.keras.regularizers.deserialize(
-        config, custom_objects={"Diversity": Diversity, "Temperature": Temperature,
-                                "Combined": Combined})
+    try:
+        regularizer = tf.keras.regularizers.deserialize(
+            config, custom_objects={"Diversity": Diversity, "Temperature": Temperature,
+                                    "Combined": Combined})
+    except TypeError as error:
+        raise ValueError(f"Bad regularizer config {config!r}: {error}") from None
+    if not callable(regularizer):
+        raise ValueError(f"Unknown regularizer {config!r}; expected Diversity, Temperature "
+                         "or Combined.")
+    return regularizer
 
 
 def get(identifier):

@@ -101,7 +101,7 @@ class SearchSpace:
         if isinstance(identifier, dict):
             return cls.from_config({**identifier, **overrides})
         if isinstance(identifier, str) and identifier in _PRESETS:
-            return cls(**{"name": identifier, **_PRESETS[identifier], **overrides})
+            return cls.from_config({"name": identifier, **_PRESETS[identifier], **overrides})
         raise SearchSpaceError(
             f"Unknown search space {identifier!r}. Known spaces: {', '.join(_PRESETS)}; "
             "or build one with bnas_tf.SearchSpace(op_names=[...]).")
@@ -125,8 +125,9 @@ class SearchSpace:
         return [(i, j + 2) for j in range(self.nodes) for i in range(j + 2)]
 
     def build_op(self, op_name: str, filters: int, strides: int, *, affine: bool = False,
-                 binary_weights: bool = False) -> tf.keras.layers.Layer:
-        """Instantiate one op of this space."""
+                 binary_weights: bool = False, masked_groups: bool = False
+                 ) -> tf.keras.layers.Layer:
+        """Instantiate one op of this space (see `bnas_tf.ops.OpOptions` for the flags)."""
         if op_name not in self.op_names:
             raise SearchSpaceError(
                 f"Op {op_name!r} is not in search space {self.name!r} ({', '.join(self.op_names)}).")
@@ -136,6 +137,7 @@ class SearchSpace:
             group_channels=self.options.group_channels,
             convertible_groups=self.options.convertible_groups,
             affine=affine,
+            masked_groups=masked_groups,
         )
         return ops.get(op_name)(filters, strides, options)
 
@@ -153,6 +155,8 @@ class SearchSpace:
 
     @classmethod
     def from_config(cls, config: dict) -> SearchSpace:
+        if not isinstance(config, dict):
+            raise SearchSpaceError(f"Expected a search-space config dict, got {config!r}.")
         config = dict(config)
         try:
             op_names = config.pop("op_names")

@@ -278,6 +278,33 @@ class SuperNet(tf.keras.Model):
             w.assign(b)
         return [d - xi * (p - m) / (2.0 * eps) for d, p, m in zip(d_alpha, plus, minus, strict=False)]
 
+    def arch_step(self, x_train, y_train, x_val, y_val) -> tf.Tensor:
+        """One architecture step: update α only, on the validation batch.
+
+        First order: `∇α [L_val(w, α) + regularizers]`; with `second_order`,
+        the unrolled DARTS gradient (which also uses the training batch).
+        Returns the validation loss.
+        """
+        x_train, y_train, x_val, y_val = (tf.convert_to_tensor(t)
+                                          for t in (x_train, y_train, x_val, y_val))
+        arch_loss, grads = self._arch_gradients(x_train, y_train, x_val, y_val)
+        self.arch_optimizer.apply_gradients(zip(grads, self.arch_variables, strict=False))
+        return arch_loss
+
+    def weight_step(self, x_train, y_train) -> tuple[tf.Tensor, tf.Tensor]:
+        """One weight step: update network weights only, on the training batch.
+
+        Returns the loss and the predictions.
+        """
+        x_train, y_train = tf.convert_to_tensor(x_train), tf.convert_to_tensor(y_train)
+        weights = self.weight_variables
+        with tf.GradientTape() as tape:
+            y_pred = self(x_train, training=True)
+            loss = self.compiled_loss(y_train, y_pred, regularization_losses=self.losses)
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=False))
+        return loss, y_pred
+
+    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         try:
             (x_t, y_t), (x_v, y_v) = data
@@ -287,14 +314,8 @@ class SuperNet(tf.keras.Model):
                 "halves of the training data; build them with "
                 "bnas_tf.data.search_pairs(x, y, batch_size=...).") from None
         if self._arch_enabled:
-            arch_loss, grads = self._arch_gradients(x_t, y_t, x_v, y_v)
-            self.arch_optimizer.apply_gradients(zip(grads, self.arch_variables, strict=False))
-            self._arch_loss_tracker.update_state(arch_loss)
-        weights = self.weight_variables
-        with tf.GradientTape() as tape:
-            y_pred = self(x_t, training=True)
-            loss = self.compiled_loss(y_t, y_pred, regularization_losses=self.losses)
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=False))
+            self._arch_loss_tracker.update_state(self.arch_step(x_t, y_t, x_v, y_v))
+        loss, y_pred = self.weight_step(x_t, y_t)
         self._loss_tracker.update_state(loss)
         self.compiled_metrics.update_state(y_t, y_pred)
         logs = {m.name: m.result() for m in self.metrics}
@@ -303,6 +324,7 @@ class SuperNet(tf.keras.Model):
         logs["temperature"] = tf.identity(self.arch.temperature)
         return logs
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self(x, training=False)

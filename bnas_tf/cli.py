@@ -1,0 +1,110 @@
+"""The `bnas-tf` command line: the only module that parses arguments.
+
+    bnas-tf search --dataset cifar10 --data-dir DIR --space bats --layers 5 \\
+        --channels 16 --epochs 2 --limit 2000 --output RUN
+    bnas-tf search --output RUN --epochs 4 --resume     # continue an interrupted run
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bnas_tf._keras2 import select_keras2
+
+select_keras2()
+
+from bnas_tf import data as data_lib  # noqa: E402
+from bnas_tf.errors import DataError, GenotypeError, SearchSpaceError  # noqa: E402
+from bnas_tf.search_space import SearchSpace  # noqa: E402
+
+__all__ = ["main", "build_parser"]
+
+_USER_ERRORS = (DataError, GenotypeError, SearchSpaceError, FileExistsError, FileNotFoundError,
+                ValueError)
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser("search", help="search a cell architecture (writes RUN/genotype.json)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the search in --output after its last finished epoch")
+    p.add_argument("--dataset", default="cifar10", choices=data_lib.DATASET_NAMES)
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding the dataset's standard layout (downloaded if missing)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="keep N training images and N/5 test images (quick runs)")
+    p.add_argument("--space", default="bats", choices=SearchSpace.names())
+    p.add_argument("--nodes", type=int, default=4, help="intermediate nodes per cell")
+    p.add_argument("--input-quantizer", default="ste_sign",
+                   choices=("ste_sign", "approx_sign", "swish_sign"))
+    p.add_argument("--layers", type=int, default=5, help="cells in the supernet")
+    p.add_argument("--channels", type=int, default=16, help="initial channels per node")
+    p.add_argument("--no-cell-skip", dest="cell_skip", action="store_false",
+                   help="drop the BNAS inter-cell skip connection")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=64, help="per half (train and val)")
+    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=1e-3,
+                   help="weight optimizer (Adam) learning rate")
+    p.add_argument("--arch-lr", dest="arch_learning_rate", type=float, default=3e-4)
+    p.add_argument("--arch-weight-decay", type=float, default=1e-3)
+    p.add_argument("--temperature", type=float, default=0.2, help="softmax temperature T")
+    p.add_argument("--anneal-from", type=float, default=None,
+                   help="anneal T exponentially from this value to --temperature")
+    p.add_argument("--diversity", type=float, default=1.0,
+                   help="diversity regularizer strength λ (0 disables)")
+    p.add_argument("--tau", type=float, default=7.7, help="diversity decay, epochs")
+    p.add_argument("--temperature-regularizer", type=float, default=0.0,
+                   help="strength of the temperature (KL) regularizer (0 disables)")
+    p.add_argument("--warmup-epochs", type=int, default=0,
+                   help="epochs of weight steps only before α is updated")
+    p.add_argument("--second-order", action="store_true", help="unrolled DARTS gradient")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bnas-tf", description="Architecture search for binary neural networks.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_search(sub)
+    return parser
+
+
+def _search(args) -> int:
+    from bnas_tf.search_run import SearchConfig, run_search
+
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("command", "output", "resume", "verbose")}
+    result = run_search(SearchConfig(**values), args.output, resume=args.resume,
+                        verbose=1 if sys.stdout.isatty() else 2)
+    epochs = result.history.get("epochs", [])
+    last = epochs[-1]["logs"] if epochs else {}
+    print(f"search finished in {result.seconds:.0f} s; {len(epochs)} epochs recorded; "
+          f"val_accuracy {last.get('val_accuracy', float('nan')):.4f}")
+    print(f"genotype: {result.output_dir / 'genotype.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `bnas-tf`; returns the exit code (2 for bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    commands = {"search": _search}
+    try:
+        return commands[args.command](args)
+    except _USER_ERRORS as error:
+        print(f"bnas-tf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bnas-tf {args.command}: interrupted; finished epochs are saved "
+              "(continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

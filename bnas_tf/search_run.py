@@ -1,0 +1,195 @@
+"""A complete, resumable search run writing its results to a directory.
+
+`run_search` is what `bnas-tf search` does. The output directory gets:
+
+* `config.json`    – the run's settings (checked again on `resume`),
+* `history.json`   – one entry per finished epoch: logs and op probabilities,
+* `genotype.json`  – the genotype derived after the last finished epoch,
+* `logs/`          – TensorBoard event files,
+* `checkpoints/`   – weights, α and both optimizers after every epoch.
+
+Example:
+    >>> result = run_search(SearchConfig(dataset="cifar10", data_dir="data", space="bats",
+    ...                                  layers=5, channels=16, epochs=2, limit=2000),
+    ...                     "RUN")
+    >>> result.genotype.normal.nodes[0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+from bnas_tf import callbacks as callbacks_lib
+from bnas_tf import data as data_lib
+from bnas_tf import regularizers
+from bnas_tf._io import atomic_write_text
+from bnas_tf.genotype import Genotype
+from bnas_tf.search_space import SearchSpace
+from bnas_tf.supernet import SuperNet
+
+__all__ = ["SearchConfig", "SearchResult", "run_search", "build_supernet"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """Settings of a search run (defaults: METHODS.md; a small, quick network)."""
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    limit: int | None = None
+    space: str = "bats"
+    nodes: int = 4
+    input_quantizer: str = "ste_sign"
+    layers: int = 5
+    channels: int = 16
+    cell_skip: bool = True
+    epochs: int = 50
+    batch_size: int = 64
+    augment: bool = True
+    learning_rate: float = 1e-3
+    arch_learning_rate: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    temperature: float = 0.2
+    anneal_from: float | None = None
+    diversity: float = 1.0
+    tau: float = 7.7
+    temperature_regularizer: float = 0.0
+    warmup_epochs: int = 0
+    second_order: bool = False
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SearchConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown search settings {unknown}; known: {sorted(known)}.")
+        return cls(**values)
+
+
+@dataclasses.dataclass
+class SearchResult:
+    genotype: Genotype
+    history: dict
+    output_dir: Path
+    seconds: float
+
+
+def build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
+    """The compiled supernet a `SearchConfig` describes."""
+    space = SearchSpace.get(config.space, nodes=config.nodes,
+                            input_quantizer=config.input_quantizer)
+    net = SuperNet(space, num_classes=num_classes, layers=config.layers,
+                   channels=config.channels,
+                   temperature=config.anneal_from or config.temperature,
+                   cell_skip=config.cell_skip, seed=config.seed)
+    terms = []
+    if config.diversity:
+        terms.append(regularizers.Diversity(config.diversity, tau=config.tau))
+    if config.temperature_regularizer:
+        terms.append(regularizers.Temperature(config.temperature_regularizer))
+    net.compile(
+        optimizer=tf.keras.optimizers.legacy.Adam(config.learning_rate),
+        arch_optimizer=tf.keras.optimizers.legacy.Adam(config.arch_learning_rate,
+                                                       beta_1=0.5, beta_2=0.999),
+        metrics=["accuracy"],
+        arch_regularizer=terms or None,
+        arch_weight_decay=config.arch_weight_decay,
+        warmup_epochs=config.warmup_epochs,
+        second_order=config.second_order,
+    )
+    return net
+
+
+class _EpochCheckpoint(tf.keras.callbacks.Callback):
+    """Save weights, α, optimizers and the epoch after every epoch; write the genotype."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, genotype_path: Path):
+        super().__init__()
+        self.manager, self.genotype_path = manager, genotype_path
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(checkpoint_number=epoch + 1)
+        self.model.genotype().save(self.genotype_path)
+
+
+def _effective_config(output_dir: Path, config: SearchConfig, resume: bool) -> SearchConfig:
+    """The settings to run with: the saved ones when resuming (with the new `epochs`)."""
+    config_path = output_dir / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise FileNotFoundError(
+                f"--resume: {output_dir} holds no search (no config.json). Run without "
+                "--resume to start one.")
+        saved = SearchConfig.from_dict(json.loads(config_path.read_text()))
+        saved.epochs = config.epochs  # resuming may extend the run
+        return saved
+    if config_path.exists():
+        raise FileExistsError(
+            f"{output_dir} already holds a search. Pass --resume to continue it, or choose "
+            "another --output.")
+    return config
+
+
+def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: bool = False,
+               extra_callbacks: list | None = None, verbose: int = 2) -> SearchResult:
+    """Search, checkpointing every epoch; with `resume`, continue after the last one.
+
+    On `resume` the saved settings are used (only `epochs` may change), and
+    training restarts at the epoch after the newest checkpoint with its α,
+    weights and optimizer states.
+
+    Raises:
+        FileExistsError: the directory holds a search and `resume` is False.
+        FileNotFoundError: `resume` on a directory without a search.
+        bnas_tf.errors.DataError: the dataset cannot be loaded.
+    """
+    start = time.time()
+    output_dir = Path(output_dir)
+    config = _effective_config(output_dir, config, resume)
+    data = data_lib.load(config.dataset, config.data_dir, limit=config.limit, seed=config.seed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
+    tf.keras.utils.set_random_seed(config.seed)
+    net = build_supernet(config, data.num_classes)
+    net(tf.zeros((1, *data.input_shape)))  # create variables before restoring into them
+    pairs = data_lib.search_pairs(data, batch_size=config.batch_size, augment=config.augment,
+                                  seed=config.seed)
+    validation = data_lib.make_dataset(data, batch_size=max(config.batch_size, 128))
+    checkpoint = tf.train.Checkpoint(net=net, optimizer=net.optimizer,
+                                     arch_optimizer=net.arch_optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, output_dir / "checkpoints", max_to_keep=2)
+    initial_epoch = 0
+    if resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+        initial_epoch = int(net.epoch.numpy()) + 1
+        log.info("Resuming %s at epoch %d", output_dir, initial_epoch + 1)
+    callbacks = []
+    if config.anneal_from:
+        callbacks.append(callbacks_lib.TemperatureScheduler.anneal(
+            config.anneal_from, config.temperature, config.epochs))
+    history = callbacks_lib.SearchHistory(output_dir / "history.json", resume=resume)
+    callbacks += [
+        history,
+        _EpochCheckpoint(manager, output_dir / "genotype.json"),
+        tf.keras.callbacks.TensorBoard(str(output_dir / "logs"), write_graph=False,
+                                       profile_batch=0),
+        *(extra_callbacks or []),
+    ]
+    if initial_epoch < config.epochs:
+        net.fit(pairs, epochs=config.epochs, initial_epoch=initial_epoch,
+                validation_data=validation, callbacks=callbacks, verbose=verbose)
+    genotype = net.genotype()
+    genotype.save(output_dir / "genotype.json")
+    history_path = output_dir / "history.json"
+    record = json.loads(history_path.read_text()) if history_path.exists() else {"epochs": []}
+    return SearchResult(genotype, record, output_dir, time.time() - start)
