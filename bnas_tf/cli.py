@@ -3,26 +3,36 @@
     bnas-tf search --dataset cifar10 --data-dir DIR --space bats --layers 5 \\
         --channels 16 --epochs 2 --limit 2000 --output RUN
     bnas-tf search --output RUN --epochs 4 --resume     # continue an interrupted run
+    bnas-tf train --genotype RUN/genotype.json --dataset cifar10 --data-dir DIR \\
+        --epochs 2,2 --limit 2000 --output TRAIN
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from bnas_tf._keras2 import select_keras2
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+
+from bnas_tf._keras2 import select_keras2  # noqa: E402
 
 select_keras2()
 
 from bnas_tf import data as data_lib  # noqa: E402
-from bnas_tf.errors import DataError, GenotypeError, SearchSpaceError  # noqa: E402
+from bnas_tf.errors import (  # noqa: E402
+    DataError,
+    GenotypeError,
+    ModelFileError,
+    SearchSpaceError,
+)
 from bnas_tf.search_space import SearchSpace  # noqa: E402
 
 __all__ = ["main", "build_parser"]
 
-_USER_ERRORS = (DataError, GenotypeError, SearchSpaceError, FileExistsError, FileNotFoundError,
-                ValueError)
+_USER_ERRORS = (DataError, GenotypeError, ModelFileError, SearchSpaceError, FileExistsError,
+                FileNotFoundError, ValueError)
 
 
 def _add_search(sub) -> None:
@@ -31,11 +41,7 @@ def _add_search(sub) -> None:
     p.add_argument("--output", required=True, help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the search in --output after its last finished epoch")
-    p.add_argument("--dataset", default="cifar10", choices=data_lib.DATASET_NAMES)
-    p.add_argument("--data-dir", default=None,
-                   help="folder holding the dataset's standard layout (downloaded if missing)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="keep N training images and N/5 test images (quick runs)")
+    _add_data_arguments(p)
     p.add_argument("--space", default="bats", choices=SearchSpace.names())
     p.add_argument("--nodes", type=int, default=4, help="intermediate nodes per cell")
     p.add_argument("--input-quantizer", default="ste_sign",
@@ -65,12 +71,56 @@ def _add_search(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _epochs_pair(text: str) -> tuple[int, int]:
+    try:
+        first, second = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected STAGE1,STAGE2 epochs such as 2,2; got {text!r}") from None
+    if first < 0 or second < 0:
+        raise argparse.ArgumentTypeError(f"epochs must be >= 0, got {text!r}")
+    return first, second
+
+
+def _add_data_arguments(p) -> None:
+    p.add_argument("--dataset", default="cifar10", choices=data_lib.DATASET_NAMES)
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding the dataset's standard layout (downloaded if missing)")
+    p.add_argument("--no-download", dest="download", action="store_false",
+                   help="fail instead of downloading a dataset that is not in --data-dir")
+    p.add_argument("--limit", type=int, default=None,
+                   help="keep N training images and N/5 test images (quick runs)")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a genotype's network in two stages",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--genotype", required=True, help="genotype.json from `bnas-tf search`")
+    p.add_argument("--output", required=True, help="run directory (model/, metrics.json)")
+    _add_data_arguments(p)
+    p.add_argument("--layers", type=int, default=8, help="cells")
+    p.add_argument("--channels", type=int, default=36, help="initial channels per node")
+    p.add_argument("--no-cell-skip", dest="cell_skip", action="store_false")
+    p.add_argument("--epochs", type=_epochs_pair, default=(1, 1),
+                   help="STAGE1,STAGE2: binary activations, then binary weights too")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=None,
+                   help="initial Adam learning rate (default 1e-3 * batch/256)")
+    p.add_argument("--weight-decay", type=float, default=5e-6, help="stage 1, conv kernels")
+    p.add_argument("--kernel-quantizer", default=None,
+                   choices=("ste_sign", "magnitude_aware_sign"),
+                   help="stage-2 weight binarizer (default: the genotype space's)")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bnas-tf", description="Architecture search for binary neural networks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_search(sub)
+    _add_train(sub)
     return parser
 
 
@@ -89,12 +139,26 @@ def _search(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from bnas_tf.train_run import TrainConfig, run_training
+
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "output", "verbose")}
+    result = run_training(TrainConfig(**values), args.output,
+                          verbose=1 if sys.stdout.isatty() else 2)
+    for stage in ("stage1", "stage2"):
+        test = result.metrics[stage]["test"]
+        if test:
+            print(f"{stage}: test accuracy {test['accuracy']:.4f}")
+    print(f"trained in {result.seconds:.0f} s; model: {result.output_dir / 'model'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `bnas-tf`; returns the exit code (2 for bad input)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    commands = {"search": _search}
+    commands = {"search": _search, "train": _train}
     try:
         return commands[args.command](args)
     except _USER_ERRORS as error:

@@ -7,7 +7,7 @@ exception a Python user would catch (`ValueError`, `RuntimeError`,
 
 from __future__ import annotations
 
-__all__ = ["SearchSpaceError", "GenotypeError", "DataError", "ExportError"]
+__all__ = ["SearchSpaceError", "GenotypeError", "DataError", "ModelFileError", "ExportError"]
 
 
 class SearchSpaceError(ValueError):
@@ -20,6 +20,10 @@ class GenotypeError(ValueError):
 
 class DataError(ValueError):
     """A dataset that cannot be found, read or used as given."""
+
+
+class ModelFileError(ValueError):
+    """A path that does not hold a loadable Keras model."""
 
 
 class ExportError(RuntimeError):

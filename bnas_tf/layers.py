@@ -14,7 +14,7 @@ from bnas_tf import ops
 from bnas_tf.regularizers import entropy
 from bnas_tf.search_space import SearchSpace
 
-__all__ = ["ArchitectureParameters", "MixedOp", "SearchCell", "CellSkip"]
+__all__ = ["ArchitectureParameters", "MixedOp", "SearchCell", "CellSkip", "Scale"]
 
 
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
@@ -176,3 +176,25 @@ class SearchCell(tf.keras.layers.Layer):
                 "filters": self.filters, "reduction": self.reduction,
                 "reduction_prev": self.reduction_prev, "in_channels": self.in_channels,
                 "cell_skip": self.cell_skip}
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class Scale(tf.keras.layers.Layer):
+    """Multiply by a learned op or edge weight (HM-NAS genotypes), kept fixed by default.
+
+    Args:
+        value: the initial weight.
+        trainable: let training adjust the weight.
+    """
+
+    def __init__(self, value: float = 1.0, trainable: bool = False, **kwargs):
+        super().__init__(trainable=trainable, **kwargs)
+        self.value = float(value)
+        self.scale = self.add_weight("scale", [], initializer=tf.keras.initializers.Constant(value),
+                                     trainable=trainable)
+
+    def call(self, inputs):
+        return inputs * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "value": self.value}

@@ -43,6 +43,7 @@ __all__ = [
     "ConvBN",
     "BinaryConvBN",
     "GroupMaskedQuantConv2D",
+    "SameGridSubsample",
 ]
 
 log = logging.getLogger(__name__)
@@ -266,19 +267,29 @@ class ConvBN(tf.keras.layers.Layer):
                 "strides": self.strides, "affine": self.affine}
 
 
-def _same_grid_subsample(x: tf.Tensor, stride: int) -> tf.Tensor:
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class SameGridSubsample(tf.keras.layers.Layer):
     """Keep the pixels a "same"-padded conv of this stride centres on.
 
     TensorFlow pads "same" convs asymmetrically: at stride 2, even sizes keep
     pixels 1, 3, 5, … and odd sizes 0, 2, 4, …; the pools and plain convs of a
-    mixed op follow that grid, so the subsampled dilated conv must too.
+    mixed op follow that grid, so a subsampled stride-1 (dilated) conv must too.
     """
-    size = x.shape[1:3]
-    if None in size:
-        dynamic = tf.shape(x)[1:3]
-        start = (dynamic + 1) % stride
-        return x[:, start[0]::stride, start[1]::stride, :]
-    return x[:, (size[0] + 1) % stride::stride, (size[1] + 1) % stride::stride, :]
+
+    def __init__(self, stride: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = stride
+
+    def call(self, inputs):
+        s = self.stride
+        size = inputs.shape[1:3]
+        if None in size:
+            start = (tf.shape(inputs)[1:3] + 1) % s
+            return inputs[:, start[0]::s, start[1]::s, :]
+        return inputs[:, (size[0] + 1) % s::s, (size[1] + 1) % s::s, :]
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}
 
 
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
@@ -291,7 +302,7 @@ class BinaryConvBN(tf.keras.layers.Layer):
     unless `kernel_quantizer` is set. Convs pad with +1 (`pad_values=1.0`) so
     Larq Compute Engine converts them to `LceBconv2d`. TensorFlow rejects
     dilation with stride 2, so a strided dilated conv runs at stride 1 and
-    subsamples its output (the DARTS/PyTorch alignment).
+    subsamples its output on the grid of a "same"-padded strided conv.
 
     Args:
         filters: output channels.
@@ -318,13 +329,14 @@ class BinaryConvBN(tf.keras.layers.Layer):
         self.dilation_rate, self.groups, self.affine = dilation_rate, groups, affine
         self.input_quantizer, self.kernel_quantizer = input_quantizer, kernel_quantizer
         self.masked_groups = masked_groups
-        self._subsample = strides if dilation_rate > 1 else 1
+        strided_dilation = strides > 1 and dilation_rate > 1
+        self.subsample = SameGridSubsample(strides) if strided_dilation else None
         conv_class, group_args = lq.layers.QuantConv2D, {"groups": groups}
         if masked_groups and groups > 1:
             conv_class, group_args = GroupMaskedQuantConv2D, {"mask_groups": groups}
         self.conv = conv_class(
             filters, kernel_size,
-            strides=1 if self._subsample > 1 else strides,
+            strides=1 if strided_dilation else strides,
             dilation_rate=dilation_rate, padding="same", pad_values=1.0, **group_args,
             use_bias=False, input_quantizer=input_quantizer, kernel_quantizer=kernel_quantizer,
             kernel_constraint="weight_clip" if kernel_quantizer else None,
@@ -333,8 +345,8 @@ class BinaryConvBN(tf.keras.layers.Layer):
 
     def call(self, inputs, training=None):
         out = self.conv(inputs)
-        if self._subsample > 1:
-            out = _same_grid_subsample(out, self._subsample)
+        if self.subsample is not None:
+            out = self.subsample(out)
         return self.bn(out, training=training)
 
     def get_config(self):

@@ -45,6 +45,7 @@ class SearchConfig:
 
     dataset: str = "cifar10"
     data_dir: str | None = None
+    download: bool = True
     limit: int | None = None
     space: str = "bats"
     nodes: int = 4
@@ -156,7 +157,8 @@ def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: b
     start = time.time()
     output_dir = Path(output_dir)
     config = _effective_config(output_dir, config, resume)
-    data = data_lib.load(config.dataset, config.data_dir, limit=config.limit, seed=config.seed)
+    data = data_lib.load(config.dataset, config.data_dir, limit=config.limit,
+                         download=config.download, seed=config.seed)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
     tf.keras.utils.set_random_seed(config.seed)

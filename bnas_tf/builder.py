@@ -1,0 +1,165 @@
+"""Build a trainable network from a genotype, as a functional Keras model.
+
+The network mirrors the supernet: a real-valued stem, `layers` cells with
+reductions at 1/3 and 2/3 of the depth, the BNAS inter-cell skips, global
+average pooling and a dense classifier (logits). Binary convolutions are plain
+`larq.layers.QuantConv2D` layers at the top level of the model, so
+`larq.models.summary` counts them and Larq Compute Engine converts them.
+
+Example:
+    >>> genotype = bn.Genotype.load("RUN/genotype.json")
+    >>> model = bn.build_network(genotype, num_classes=10, layers=20, channels=36,
+    ...                          input_shape=(32, 32, 3))
+    >>> lq.models.summary(model)
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from bnas_tf import ops
+from bnas_tf.genotype import Cell, Genotype
+from bnas_tf.layers import Scale
+from bnas_tf.search_space import SearchSpace
+from bnas_tf.supernet import reduction_indices
+
+__all__ = ["build_network"]
+
+
+def _bn(name: str) -> tf.keras.layers.BatchNormalization:
+    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def _apply(layer: tf.keras.layers.Layer, x, name: str):
+    """Apply an op, unpacking bnas_tf's composite ops into top-level Keras layers."""
+    if isinstance(layer, ops.BinaryConvBN):
+        layer.conv._name = f"{name}_conv"
+        x = layer.conv(x)
+        if layer.subsample is not None:
+            layer.subsample._name = f"{name}_subsample"
+            x = layer.subsample(x)
+        layer.bn._name = f"{name}_bn"
+        return layer.bn(x)
+    if isinstance(layer, (ops.PoolBN, ops.ConvBN)):
+        inner = layer.pool if isinstance(layer, ops.PoolBN) else layer.conv
+        inner._name = f"{name}_{'pool' if isinstance(layer, ops.PoolBN) else 'conv'}"
+        layer.bn._name = f"{name}_bn"
+        return layer.bn(inner(x))
+    layer._name = name
+    return layer(x)
+
+
+def _conv_bn(x, filters: int, name: str, strides: int = 1):
+    x = tf.keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_conv")(x)
+    return _bn(f"{name}_bn")(x)
+
+
+def _sum(terms: list, name: str):
+    return terms[0] if len(terms) == 1 else tf.keras.layers.Add(name=name)(terms)
+
+
+def _edge(x, edge, space: SearchSpace, filters: int, strides: int, binary_weights: bool,
+          name: str):
+    terms = []
+    for op_name, weight in edge.ops:
+        if op_name == "none":
+            continue  # contributes zeros
+        op_id = f"{name}_{op_name}"
+        op = space.build_op(op_name, filters, strides, affine=True, binary_weights=binary_weights)
+        out = _apply(op, x, op_id)
+        if weight != 1.0:
+            out = Scale(weight, name=f"{op_id}_weight")(out)
+        terms.append(out)
+    if not terms:
+        return None
+    out = _sum(terms, f"{name}_sum")
+    return Scale(edge.weight, name=f"{name}_weight")(out) if edge.weight != 1.0 else out
+
+
+def _cell(s0, s1, cell: Cell, space: SearchSpace, filters: int, reduction: bool,
+          reduction_prev: bool, cell_skip: bool, binary_weights: bool, name: str):
+    if reduction_prev:
+        p0 = ops.FactorizedReduce(filters, name=f"{name}_pre0")(s0)
+    else:
+        p0 = _conv_bn(s0, filters, f"{name}_pre0")
+    states = [p0, _conv_bn(s1, filters, f"{name}_pre1")]
+    for k, edges in enumerate(cell.nodes):
+        node = k + 2
+        terms, zero_source = [], None
+        for edge in edges:
+            strides = 2 if reduction and edge.source < 2 else 1
+            out = _edge(states[edge.source], edge, space, filters, strides, binary_weights,
+                        f"{name}_n{node}_e{edge.source}")
+            if out is None:
+                zero_source = (edge.source, strides)
+            else:
+                terms.append(out)
+        if terms:
+            states.append(_sum(terms, f"{name}_n{node}"))
+        elif zero_source is not None:  # every op on every edge is `none`
+            source, strides = zero_source
+            states.append(ops.Zero(strides, name=f"{name}_n{node}_zero")(states[source]))
+        else:
+            states.append(None)  # pruned node
+    outs = [states[i] for i in cell.concat]
+    out = outs[0] if len(outs) == 1 else tf.keras.layers.Concatenate(name=f"{name}_concat")(outs)
+    if cell_skip:
+        skip = s1
+        out_channels, in_channels = out.shape[-1], s1.shape[-1]
+        if reduction:
+            skip = tf.keras.layers.AveragePooling2D(2, padding="same", name=f"{name}_skip_pool")(skip)
+        if reduction or in_channels != out_channels:
+            skip = _conv_bn(skip, out_channels, f"{name}_skip")
+        out = tf.keras.layers.Add(name=f"{name}_out")([out, skip])
+    return out
+
+
+def build_network(genotype: Genotype, *, num_classes: int = 10, layers: int = 20,
+                  channels: int = 36, input_shape: tuple[int, int, int] = (32, 32, 3),
+                  binary_weights: bool = False, cell_skip: bool = True,
+                  stem_multiplier: int = 3, name: str = "bnas_network") -> tf.keras.Model:
+    """A functional Keras model of `genotype` with `layers` cells.
+
+    Args:
+        genotype: a `Genotype` (any in-degree, weighted ops and edges allowed).
+        num_classes: classifier outputs (logits).
+        layers: number of cells.
+        channels: channels per node in the first cells (doubled at reductions).
+        input_shape: `(height, width, channels)` of the images.
+        binary_weights: binarize conv kernels with the space's weight quantizer
+            (stage 2); otherwise latent real weights with binary activations.
+        cell_skip: BNAS inter-cell skip connections.
+        stem_multiplier: stem channels = `stem_multiplier · channels`.
+        name: model name.
+
+    Returns:
+        An uncompiled `tf.keras.Model` mapping images to logits.
+
+    Raises:
+        ValueError: for a non-genotype, bad sizes or a bad input shape.
+    """
+    if not isinstance(genotype, Genotype):
+        raise TypeError(f"Expected a bnas_tf.Genotype, got {type(genotype).__name__}; "
+                        "load one with bnas_tf.Genotype.load(path).")
+    for arg, value in (("num_classes", num_classes), ("layers", layers), ("channels", channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Expected {arg} to be a positive integer, got {value!r}.")
+    if len(input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in input_shape):
+        raise ValueError(f"Expected input_shape (height, width, channels), got {input_shape!r}.")
+    space = genotype.search_space
+    inputs = tf.keras.Input(input_shape, name="images")
+    x = tf.keras.layers.Conv2D(stem_multiplier * channels, 3, padding="same", use_bias=False,
+                               name="stem_conv")(inputs)
+    s0 = s1 = _bn("stem_bn")(x)
+    filters, reduction_prev = channels, False
+    reductions = reduction_indices(layers)
+    for i in range(layers):
+        reduction = i in reductions
+        filters = filters * 2 if reduction else filters
+        cell = genotype.reduce if reduction else genotype.normal
+        out = _cell(s0, s1, cell, space, filters, reduction, reduction_prev, cell_skip,
+                    binary_weights, f"cell{i}")
+        s0, s1, reduction_prev = s1, out, reduction
+    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(s1)
+    outputs = tf.keras.layers.Dense(num_classes, name="classifier")(x)
+    return tf.keras.Model(inputs, outputs, name=name)

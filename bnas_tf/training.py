@@ -1,0 +1,284 @@
+"""Two-stage training of binary networks (BATS evaluation, AdamBNN recipe).
+
+Stage 1 trains binary activations with real-valued latent weights, Adam with
+a linearly decaying learning rate and weight decay on conv kernels only.
+Stage 2 binarizes the weights too, starts from the stage-1 weights, and
+trains without weight decay. Each stage is an ordinary `model.fit`.
+
+Example:
+    >>> model = bn.build_network(genotype, num_classes=10, layers=8, channels=36)
+    >>> result = bn.train_two_stage(model, train_ds, val_ds, epochs=(30, 30))
+    >>> result.model.save("TRAIN/model.keras")       # the binary (stage-2) network
+
+References:
+    Liu et al., How Do Adam and Training Strategies Help BNNs Optimization?
+    (AdamBNN), ICML 2021, arXiv:2106.11309.
+    Bulat et al., BATS: Binary ArchitecTure Search, ECCV 2020, arXiv:2003.01711.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+
+import larq as lq
+import tensorflow as tf
+
+__all__ = ["TwoStageResult", "train_two_stage", "with_weight_decay", "binarize_weights",
+           "binary_conv_layers", "Distiller", "LearningRateLogger"]
+
+log = logging.getLogger(__name__)
+
+_CONVS = (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D, lq.layers.QuantConv2D,
+          lq.layers.QuantDepthwiseConv2D)
+
+
+def binary_conv_layers(model: tf.keras.Model) -> list[tf.keras.layers.Layer]:
+    """Top-level Larq conv layers that binarize their input (the binary convs)."""
+    return [layer for layer in model.layers
+            if isinstance(layer, (lq.layers.QuantConv2D, lq.layers.QuantDepthwiseConv2D))
+            and layer.input_quantizer is not None]
+
+
+def _clone(model: tf.keras.Model, edit: Callable[[tf.keras.layers.Layer, dict], dict]
+           ) -> tf.keras.Model:
+    """Clone `model` with `edit(layer, config) -> config` per layer; copy all weights."""
+    if not isinstance(model, tf.keras.Model):
+        raise TypeError(f"Expected a tf.keras.Model, got {type(model).__name__}.")
+
+    def clone_layer(layer):
+        return layer.__class__.from_config(edit(layer, layer.get_config()))
+
+    clone = tf.keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def with_weight_decay(model: tf.keras.Model, weight_decay: float) -> tf.keras.Model:
+    """A copy of `model` whose conv kernels (and nothing else) carry L2 weight decay.
+
+    The penalty `weight_decay/2 · ‖W‖²` adds `weight_decay · W` to each conv
+    kernel's gradient (PyTorch's coupled `weight_decay`). Dense layers, batch
+    norm and biases get none.
+    """
+    if weight_decay < 0:
+        raise ValueError(f"Expected weight_decay >= 0, got {weight_decay!r}.")
+
+    def edit(layer, config):
+        if isinstance(layer, _CONVS):
+            key = ("depthwise_regularizer" if isinstance(layer, tf.keras.layers.DepthwiseConv2D)
+                   else "kernel_regularizer")
+            config[key] = (tf.keras.regularizers.serialize(tf.keras.regularizers.L2(weight_decay / 2))
+                           if weight_decay else None)
+        return config
+
+    return _clone(model, edit)
+
+
+def binarize_weights(model: tf.keras.Model, kernel_quantizer: str = "ste_sign"
+                     ) -> tf.keras.Model:
+    """A copy of `model` whose binary convs also binarize their kernels (stage 2).
+
+    The latent weights are copied unchanged; `weight_clip` keeps them in
+    [-1, 1] from the next update on (Larq's recommendation for binary kernels).
+
+    Args:
+        model: a network with binary activations (e.g. from `build_network`).
+        kernel_quantizer: `ste_sign`, or `magnitude_aware_sign` for XNOR-style
+            per-channel scaling.
+    """
+    if kernel_quantizer not in ("ste_sign", "magnitude_aware_sign", "approx_sign"):
+        raise ValueError(f"Expected kernel_quantizer 'ste_sign', 'magnitude_aware_sign' or "
+                         f"'approx_sign', got {kernel_quantizer!r}.")
+    targets = {id(layer) for layer in binary_conv_layers(model)}
+    if not targets:
+        raise ValueError("The model has no binary convolutions (Larq conv layers with an "
+                         "input_quantizer); nothing to binarize.")
+
+    def edit(layer, config):
+        if id(layer) in targets:
+            key = "depthwise" if isinstance(layer, lq.layers.QuantDepthwiseConv2D) else "kernel"
+            config[f"{key}_quantizer"] = kernel_quantizer
+            config[f"{key}_constraint"] = "weight_clip"
+            config[f"{key}_regularizer"] = None
+        return config
+
+    return _clone(model, edit)
+
+
+class LearningRateLogger(tf.keras.callbacks.Callback):
+    """Put the optimizer's current learning rate into `logs["learning_rate"]`."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        optimizer = self.model.optimizer
+        lr = optimizer.learning_rate if not hasattr(optimizer, "_decayed_lr") else \
+            optimizer._decayed_lr(tf.float32)
+        if callable(lr):
+            lr = lr(optimizer.iterations)
+        logs["learning_rate"] = float(tf.keras.backend.get_value(lr))
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class Distiller(tf.keras.Model):
+    """Train `student` against a real-valued `teacher`'s outputs (ReActNet, AdamBNN).
+
+    `loss = (1 − α)·CE(y, s) + α·T²·KL(softmax(t/T) ‖ softmax(s/T))` with
+    student logits `s` and teacher logits `t`; α = 1 is ReActNet's pure
+    distributional loss. Calling the distiller calls the student.
+
+    Args:
+        student: the model being trained (updated in place).
+        teacher: a Keras model giving logits for the same inputs (frozen).
+        alpha: weight of the distillation term.
+        temperature: softening temperature T.
+    """
+
+    def __init__(self, student: tf.keras.Model, teacher: tf.keras.Model, alpha: float = 1.0,
+                 temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= alpha <= 1.0 or temperature <= 0:
+            raise ValueError(f"Expected 0 <= alpha <= 1 and temperature > 0, got {alpha!r}, "
+                             f"{temperature!r}.")
+        self.student, self.teacher = student, teacher
+        self.alpha, self.distill_temperature = float(alpha), float(temperature)
+        self.teacher.trainable = False
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def train_step(self, data):
+        x, y, _ = tf.keras.utils.unpack_x_y_sample_weight(data)
+        teacher = self.teacher(x, training=False)
+        t = self.distill_temperature
+        with tf.GradientTape() as tape:
+            student = self.student(x, training=True)
+            hard = self.compiled_loss(y, student, regularization_losses=self.student.losses)
+            soft = tf.reduce_mean(tf.keras.losses.kl_divergence(
+                tf.nn.softmax(teacher / t), tf.nn.softmax(student / t))) * t * t
+            loss = (1.0 - self.alpha) * hard + self.alpha * soft
+        variables = self.student.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        self.compiled_metrics.update_state(y, student)
+        return {**{m.name: m.result() for m in self.metrics}, "loss": loss,
+                "distillation_loss": soft}
+
+
+@dataclasses.dataclass
+class TwoStageResult:
+    """What `train_two_stage` produced.
+
+    Attributes:
+        model: the stage-2 network (binary weights and activations).
+        stage1_model: the stage-1 network (binary activations, real weights).
+        history: `{"stage1": {metric: [per epoch]}, "stage2": {...}}`.
+        test: `{"stage1": {metric: value}, "stage2": {...}}` when test data was given.
+    """
+
+    model: tf.keras.Model
+    stage1_model: tf.keras.Model
+    history: dict
+    test: dict
+
+
+def _batch_size(dataset: tf.data.Dataset) -> int | None:
+    spec = dataset.element_spec
+    first = spec[0] if isinstance(spec, tuple) else spec
+    return first.shape[0] if hasattr(first, "shape") else None
+
+
+def _steps(dataset: tf.data.Dataset, steps_per_epoch: int | None) -> int:
+    if steps_per_epoch:
+        return steps_per_epoch
+    count = int(dataset.cardinality())
+    if count <= 0:
+        raise ValueError("The training dataset has no known length (infinite or unknown "
+                         "cardinality); pass steps_per_epoch=.")
+    return count
+
+
+def _stage_callbacks(callbacks, stage: int) -> list:
+    if callbacks is None:
+        return []
+    return list(callbacks(stage) if callable(callbacks) else callbacks)
+
+
+def _fit_stage(model, train_ds, val_ds, *, epochs, learning_rate, steps, steps_per_epoch,
+               teacher, callbacks, verbose, loss) -> dict:
+    schedule = tf.keras.optimizers.schedules.PolynomialDecay(
+        learning_rate, decay_steps=max(1, epochs * steps), end_learning_rate=0.0, power=1.0)
+    optimizer = tf.keras.optimizers.legacy.Adam(schedule)
+    trainer = Distiller(model, teacher) if teacher is not None else model
+    trainer.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    history = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                          steps_per_epoch=steps_per_epoch,
+                          callbacks=[LearningRateLogger(), *callbacks], verbose=verbose)
+    if teacher is not None:
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return history.history
+
+
+def train_two_stage(model: tf.keras.Model, train_ds: tf.data.Dataset,
+                    val_ds: tf.data.Dataset | None = None, *, epochs: Sequence[int] = (1, 1),
+                    learning_rate: float | None = None, weight_decay: float = 5e-6,
+                    kernel_quantizer: str = "ste_sign", teacher: tf.keras.Model | None = None,
+                    test_ds: tf.data.Dataset | None = None, steps_per_epoch: int | None = None,
+                    callbacks=None, verbose: int = 1) -> TwoStageResult:
+    """Train `model` in two stages and return both trained networks.
+
+    Stage 1: a copy of `model` with weight decay on conv kernels; binary
+    activations, real weights. Stage 2: `binarize_weights` of the stage-1
+    network (same latent values), no weight decay. Both: Adam whose learning
+    rate decays linearly to 0 over the stage; sparse cross-entropy on logits.
+
+    Args:
+        model: a network with binary activations (e.g. `build_network(...)`),
+            used as the template and initial weights; it is not modified.
+        train_ds: batches `(images, labels)`.
+        val_ds: validation batches, or None.
+        epochs: `(stage1_epochs, stage2_epochs)`; 0 skips a stage.
+        learning_rate: initial Adam learning rate (default 1e-3 · batch/256).
+        weight_decay: stage-1 decay on conv kernels (AdamBNN: 5e-6).
+        kernel_quantizer: stage-2 weight binarizer (`magnitude_aware_sign`
+            adds per-channel scaling).
+        teacher: optional real-valued Keras model for knowledge distillation.
+        test_ds: evaluated after each stage.
+        steps_per_epoch: needed only when `train_ds` has no known length.
+        callbacks: a list for both stages, or `stage (1 or 2) -> list`.
+        verbose: `fit` verbosity.
+
+    Returns:
+        A `TwoStageResult`.
+    """
+    if len(epochs) != 2 or any(int(e) < 0 for e in epochs):
+        raise ValueError(f"Expected epochs=(stage1, stage2) with non-negative integers, got "
+                         f"{epochs!r}.")
+    if not binary_conv_layers(model):
+        raise ValueError("The model has no binary convolutions; two-stage training is for "
+                         "binary networks (build one with bnas_tf.build_network).")
+    steps = _steps(train_ds, steps_per_epoch)
+    if learning_rate is None:
+        learning_rate = 1e-3 * (_batch_size(train_ds) or 256) / 256
+    loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    history, test = {}, {}
+    common = dict(steps=steps, steps_per_epoch=steps_per_epoch, teacher=teacher,
+                  verbose=verbose, loss=loss, learning_rate=learning_rate)
+    stage1 = with_weight_decay(model, weight_decay)
+    stage2 = None
+    for stage, n_epochs in ((1, int(epochs[0])), (2, int(epochs[1]))):
+        if stage == 2:
+            stage2 = binarize_weights(stage1, kernel_quantizer)
+        current = stage1 if stage == 1 else stage2
+        if n_epochs:
+            history[f"stage{stage}"] = _fit_stage(
+                current, train_ds, val_ds, epochs=n_epochs,
+                callbacks=_stage_callbacks(callbacks, stage), **common)
+        else:
+            current.compile(optimizer=tf.keras.optimizers.legacy.Adam(learning_rate),
+                            loss=loss, metrics=["accuracy"])
+            history[f"stage{stage}"] = {}
+        if test_ds is not None:
+            test[f"stage{stage}"] = current.evaluate(test_ds, verbose=0, return_dict=True)
+    return TwoStageResult(stage2, stage1, history, test)

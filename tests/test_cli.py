@@ -1,0 +1,125 @@
+"""`bnas-tf search` end to end on the offline CIFAR-10 copy, and resuming a search."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import bnas_tf as bn
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnas_tf.search_run import SearchConfig, run_search
+
+TINY = ["--space", "bats", "--layers", "3", "--channels", "4", "--nodes", "2",
+        "--limit", "200", "--batch-size", "16"]
+
+
+def bnas_tf_command() -> list[str]:
+    script = Path(sys.executable).with_name("bnas-tf")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "bnas_tf.cli"]
+
+
+def run_cli(*args, timeout=600):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([*bnas_tf_command(), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def search_run(cifar10_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("search") / "RUN"
+    done = run_cli("search", "--dataset", "cifar10", "--data-dir", str(cifar10_dir),
+                   *TINY, "--epochs", "1", "--output", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done
+
+
+def test_search_writes_genotype_history_logs_and_checkpoints(search_run):
+    out, done = search_run
+    genotype = bn.Genotype.load(out / "genotype.json")
+    space = bn.SearchSpace.get("bats", nodes=2)
+    assert genotype.op_names <= set(space.op_names)
+    assert "none" not in genotype.op_names
+    assert genotype.search_space == space
+    history = json.loads((out / "history.json").read_text())
+    assert history["op_names"] == list(space.op_names)
+    (entry,) = history["epochs"]
+    assert entry["epoch"] == 0
+    for key in ("loss", "accuracy", "arch_loss", "entropy", "val_loss", "val_accuracy"):
+        assert np.isfinite(entry["logs"][key]), key
+    probs = np.asarray(entry["op_probabilities"]["normal"])
+    assert probs.shape == (space.num_edges, space.num_ops)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    assert list((out / "logs" / "train").glob("events.out.tfevents.*"))
+    assert (out / "checkpoints" / "checkpoint").exists()
+    assert "genotype:" in done.stdout
+
+
+def test_resume_extends_a_finished_search(search_run, tmp_path):
+    out = tmp_path / "RUN"
+    shutil.copytree(search_run[0], out)
+    done = run_cli("search", "--output", str(out), "--epochs", "2", "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    epochs = json.loads((out / "history.json").read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    first = json.loads((search_run[0] / "history.json").read_text())["epochs"][0]
+    assert epochs[0] == first  # the finished epoch is kept as it was
+
+
+def test_existing_run_without_resume_is_refused(search_run):
+    done = run_cli("search", "--output", str(search_run[0]), *TINY, "--epochs", "1",
+                   "--data-dir", "/nonexistent")
+    assert done.returncode == 2
+    assert "already holds a search" in done.stderr and "--resume" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_data_directory_is_a_clear_error(tmp_path):
+    missing = tmp_path / "no-such-dir"
+    done = run_cli("search", "--dataset", "cifar10", "--data-dir", str(missing), "--no-download",
+                   *TINY, "--epochs", "1", "--output", str(tmp_path / "RUN"))
+    assert done.returncode == 2
+    assert str(missing) in done.stderr and "cifar-10-batches-py" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "RUN").exists()
+
+
+class Interrupt(tf.keras.callbacks.Callback):
+    """Record α and weights after epoch 0 (once checkpointed), then stop like Ctrl-C."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.alphas = [a.numpy().copy() for a in self.model.arch_variables]
+        self.weights = [w.numpy().copy() for w in self.model.weight_variables]
+        raise KeyboardInterrupt
+
+
+class RecordStart(tf.keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if not hasattr(self, "epoch"):
+            self.epoch = epoch
+            self.alphas = [a.numpy().copy() for a in self.model.arch_variables]
+            self.weights = [w.numpy().copy() for w in self.model.weight_variables]
+
+
+def test_interrupted_search_resumes_at_next_epoch_with_saved_state(cifar10_dir, tmp_path):
+    config = SearchConfig(dataset="cifar10", data_dir=str(cifar10_dir), space="bats", nodes=2,
+                          layers=3, channels=4, limit=200, batch_size=16, epochs=2)
+    interrupt = Interrupt()
+    with pytest.raises(KeyboardInterrupt):
+        run_search(config, tmp_path / "RUN", extra_callbacks=[interrupt], verbose=0)
+    assert [e["epoch"] for e in
+            json.loads((tmp_path / "RUN" / "history.json").read_text())["epochs"]] == [0]
+
+    start = RecordStart()
+    result = run_search(config, tmp_path / "RUN", resume=True, extra_callbacks=[start],
+                        verbose=0)
+    assert start.epoch == 1
+    for saved, restored in zip(interrupt.alphas, start.alphas, strict=True):
+        np.testing.assert_array_equal(saved, restored)
+    for saved, restored in zip(interrupt.weights, start.weights, strict=True):
+        np.testing.assert_array_equal(saved, restored)
+    assert [e["epoch"] for e in result.history["epochs"]] == [0, 1]
