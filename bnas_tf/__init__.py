@@ -15,9 +15,12 @@ select_keras2()
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
 from bnas_tf import callbacks, data, errors, ops, regularizers  # noqa: E402
+from bnas_tf.builder import build_network  # noqa: E402
 from bnas_tf.genotype import Cell, Edge, Genotype, derive_genotype  # noqa: E402
+from bnas_tf.saving import load_model  # noqa: E402
 from bnas_tf.search_space import SearchSpace  # noqa: E402
 from bnas_tf.supernet import SuperNet  # noqa: E402
+from bnas_tf.training import TwoStageResult, train_two_stage  # noqa: E402
 
 try:
     __version__ = version("bnas_tf")
@@ -30,11 +33,15 @@ __all__ = [
     "Genotype",
     "SearchSpace",
     "SuperNet",
+    "TwoStageResult",
+    "build_network",
     "callbacks",
     "data",
     "derive_genotype",
     "errors",
+    "load_model",
     "ops",
     "regularizers",
+    "train_two_stage",
     "__version__",
 ]

@@ -1,4 +1,7 @@
-"""Keras callbacks for searches: temperature schedules and the search history.
+"""Keras callbacks: temperature schedules, the search history, weight-flip diagnostics.
+
+`FlipFlopRatio` and `ChangeToInitRatio` (AdamBNN's FF-ratio and C2I-ratio)
+live in `bnas_tf.flips` and are re-exported here.
 
 Example:
     >>> net.fit(pairs, epochs=50, callbacks=[
@@ -19,8 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 from bnas_tf._io import atomic_write_text
+from bnas_tf.flips import ChangeToInitRatio, FlipFlopRatio
 
-__all__ = ["TemperatureScheduler", "SearchHistory"]
+__all__ = ["TemperatureScheduler", "SearchHistory", "FlipFlopRatio", "ChangeToInitRatio"]
 
 log = logging.getLogger(__name__)
 

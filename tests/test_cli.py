@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import bnas_tf as bn
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import bnas_tf as bn
 from bnas_tf.search_run import SearchConfig, run_search
 
 TINY = ["--space", "bats", "--layers", "3", "--channels", "4", "--nodes", "2",
@@ -123,3 +123,43 @@ def test_interrupted_search_resumes_at_next_epoch_with_saved_state(cifar10_dir, 
     for saved, restored in zip(interrupt.weights, start.weights, strict=True):
         np.testing.assert_array_equal(saved, restored)
     assert [e["epoch"] for e in result.history["epochs"]] == [0, 1]
+
+
+def test_train_command_writes_model_and_metrics(search_run, cifar10_dir, tmp_path):
+    out = tmp_path / "TRAIN"
+    done = run_cli("train", "--genotype", str(search_run[0] / "genotype.json"),
+                   "--dataset", "cifar10", "--data-dir", str(cifar10_dir), "--limit", "200",
+                   "--layers", "3", "--channels", "6", "--batch-size", "32",
+                   "--epochs", "2,1", "--output", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    stage1, stage2 = metrics["stage1"], metrics["stage2"]
+    assert [e["epoch"] for e in stage1["epochs"]] == [0, 1]
+    assert [e["epoch"] for e in stage2["epochs"]] == [0]
+    for entry in stage1["epochs"] + stage2["epochs"]:
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "ff_ratio", "c2i_ratio",
+                    "learning_rate"):
+            assert np.isfinite(entry[key]), key
+        assert 0.0 <= entry["ff_ratio"] <= 1.0 and 0.0 <= entry["c2i_ratio"] <= 1.0
+    assert stage1["epochs"][0]["c2i_ratio"] > 0  # latent signs moved during stage 1
+    assert 0.0 <= stage1["test"]["accuracy"] <= 1.0 and 0.0 <= stage2["test"]["accuracy"] <= 1.0
+    assert list((out / "logs" / "stage2" / "train").glob("events.out.tfevents.*"))
+    # the saved model reloads with identical predictions
+    model = bn.load_model(out / "model")
+    data = bn.data.load("cifar10", cifar10_dir, limit=200)
+    x = bn.data.normalize(data.x_test[:16], data)
+    reloaded = bn.load_model(out / "model")
+    np.testing.assert_array_equal(model(x, training=False), reloaded(x, training=False))
+    assert model.output_shape == (None, 10)
+
+
+def test_train_with_a_bad_genotype_file_is_a_clear_error(search_run, tmp_path):
+    bad = tmp_path / "genotype.json"
+    text = (search_run[0] / "genotype.json").read_text()
+    op = bn.Genotype.load(search_run[0] / "genotype.json").normal.nodes[0][0].ops[0][0]
+    bad.write_text(text.replace(f'"{op}"', '"warp_drive"', 1))
+    done = run_cli("train", "--genotype", str(bad), "--dataset", "synthetic",
+                   "--output", str(tmp_path / "TRAIN"))
+    assert done.returncode == 2
+    assert "warp_drive" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "TRAIN").exists()

@@ -1,0 +1,135 @@
+"""A complete two-stage training run of a searched genotype, written to a directory.
+
+`run_training` is what `bnas-tf train` does. The output directory gets:
+
+* `model/`        – the trained binary network (SavedModel; `bn.load_model`),
+* `metrics.json`  – per stage and epoch: losses, accuracies, FF-ratio,
+  C2I-ratio, learning rate; the test accuracy after each stage,
+* `config.json`   – the run's settings,
+* `logs/stage1`, `logs/stage2` – TensorBoard event files.
+
+Example:
+    >>> result = run_training(TrainConfig(genotype="RUN/genotype.json", data_dir="data",
+    ...                                   epochs=(2, 2), limit=2000), "TRAIN")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import tensorflow as tf
+
+from bnas_tf import data as data_lib
+from bnas_tf._io import atomic_write_text
+from bnas_tf.builder import build_network
+from bnas_tf.flips import ChangeToInitRatio, FlipFlopRatio
+from bnas_tf.genotype import Genotype
+from bnas_tf.training import train_two_stage
+
+__all__ = ["TrainConfig", "TrainResult", "run_training", "save_model_atomically"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of a training run (defaults: METHODS.md §7, a small network)."""
+
+    genotype: str = "RUN/genotype.json"
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    download: bool = True
+    limit: int | None = None
+    layers: int = 8
+    channels: int = 36
+    cell_skip: bool = True
+    epochs: tuple[int, int] = (1, 1)
+    batch_size: int = 64
+    augment: bool = True
+    learning_rate: float | None = None
+    weight_decay: float = 5e-6
+    kernel_quantizer: str | None = None
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: tf.keras.Model
+    metrics: dict
+    output_dir: Path
+    seconds: float
+
+
+def save_model_atomically(model: tf.keras.Model, path: str | os.PathLike) -> Path:
+    """Save `model` (SavedModel directory) to a temporary folder, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        model.save(tmp / "model")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp / "model", path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _epochs_table(history: dict) -> list[dict]:
+    keys = list(history)
+    count = len(history[keys[0]]) if keys else 0
+    return [{"epoch": i, **{k: float(history[k][i]) for k in keys}} for i in range(count)]
+
+
+def run_training(config: TrainConfig, output_dir: str | os.PathLike, *,
+                 verbose: int = 2) -> TrainResult:
+    """Build the genotype's network, train it in two stages, save model and metrics.
+
+    Raises:
+        bnas_tf.errors.GenotypeError: the genotype file is missing or malformed.
+        bnas_tf.errors.DataError: the dataset cannot be loaded.
+    """
+    start = time.time()
+    output_dir = Path(output_dir)
+    genotype = Genotype.load(config.genotype)
+    data = data_lib.load(config.dataset, config.data_dir, limit=config.limit,
+                         download=config.download, seed=config.seed)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "config.json",
+                      json.dumps(dataclasses.asdict(config), indent=2))
+    tf.keras.utils.set_random_seed(config.seed)
+    model = build_network(genotype, num_classes=data.num_classes, layers=config.layers,
+                          channels=config.channels, input_shape=data.input_shape,
+                          cell_skip=config.cell_skip)
+    train = data_lib.make_dataset(data, batch_size=config.batch_size, training=True,
+                                  augment=config.augment, seed=config.seed)
+    test = data_lib.make_dataset(data, batch_size=max(128, config.batch_size))
+
+    def callbacks(stage: int) -> list:
+        return [FlipFlopRatio(), ChangeToInitRatio(),
+                tf.keras.callbacks.TensorBoard(str(output_dir / "logs" / f"stage{stage}"),
+                                               write_graph=False, profile_batch=0)]
+
+    quantizer = config.kernel_quantizer or genotype.search_space.weight_quantizer
+    result = train_two_stage(model, train, test, epochs=tuple(config.epochs),
+                             learning_rate=config.learning_rate,
+                             weight_decay=config.weight_decay, kernel_quantizer=quantizer,
+                             test_ds=test, callbacks=callbacks, verbose=verbose)
+    save_model_atomically(result.model, output_dir / "model")
+    metrics = {
+        "genotype": os.fspath(config.genotype),
+        "dataset": config.dataset,
+        "params": int(result.model.count_params()),
+        **{stage: {"epochs": _epochs_table(result.history.get(stage, {})),
+                   "test": {k: float(v) for k, v in result.test.get(stage, {}).items()}}
+           for stage in ("stage1", "stage2")},
+    }
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return TrainResult(result.model, metrics, output_dir, time.time() - start)
