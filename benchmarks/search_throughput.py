@@ -1,16 +1,23 @@
 """Seconds per search step (architecture step + weight step), images/s, peak memory.
 
-Prints one line per configuration. The reference (METHODS/issue 2): the public
-PyTorch BNAS code on 2 cores, 7-op BNAS space, first order: layers=5,
-channels=16, batch 32+32: 7.1-8.2 s/step, 2.9 GB peak RSS; layers=8,
-channels=16, batch 64+64: 23 s/step, 8.1 GB.
+Prints the configuration and one line of figures. Reference (issue 2): the
+public PyTorch BNAS code on 2 cores, 7-op BNAS space, first order:
+layers=5, channels=16, batch 32+32: 7.1-8.2 s/step (median), 2.9 GB peak RSS;
+layers=8, channels=16, batch 64+64: 23 s/step, 8.1 GB.
 
 Usage:
     python benchmarks/search_throughput.py --space bnas --layers 5 --channels 16 --batch 32
+    python benchmarks/search_throughput.py --layers 8 --batch 64 --mixed-bfloat16
+
+Peak memory is the process's peak resident set size (TensorFlow runtime,
+traced graphs and activations); run one configuration per process.
 """
 
 from __future__ import annotations
 
+import bnas_tf as bn  # selects Keras 2 first
+
+# isort: split
 import argparse
 import resource
 import statistics
@@ -19,39 +26,36 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import bnas_tf as bn  # noqa: F401  (selects Keras 2 first)
-
-AUTOGRAPH = True
-JIT = False
-
 
 def measure(space: str, layers: int, channels: int, batch: int, steps: int, image: int,
-            second_order: bool) -> dict:
+            second_order: bool, mixed_bfloat16: bool) -> dict:
+    """Median wall time of `steps` search steps after one traced warm-up step."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2 * batch, image, image, 3)).astype("float32")
     y = rng.integers(0, 10, size=2 * batch)
     pair = ((x[:batch], y[:batch]), (x[batch:], y[batch:]))
+    if mixed_bfloat16:
+        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     net = bn.SuperNet(space, num_classes=10, layers=layers, channels=channels, seed=0)
     net.compile(second_order=second_order,
                 arch_regularizer=bn.regularizers.Diversity(1.0, tau=7.7))
-    step = tf.function(net.train_step, autograph=AUTOGRAPH, jit_compile=JIT)
+    step = tf.function(net.train_step)
     t0 = time.perf_counter()
     step(pair)  # trace + first step
     first = time.perf_counter() - t0
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        logs = step(pair)
-        float(logs["loss"])
+        float(step(pair)["loss"])
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     return {"space": space, "layers": layers, "channels": channels, "batch": batch,
-            "image": image, "second_order": second_order, "first_step_s": first,
-            "median_step_s": median, "images_per_s": 2 * batch / median,
+            "image": image, "second_order": second_order, "mixed_bfloat16": mixed_bfloat16,
+            "first_step_s": first, "median_step_s": median, "images_per_s": 2 * batch / median,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def main():
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="bnas")
@@ -61,10 +65,14 @@ def main():
     p.add_argument("--image", type=int, default=32)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--second-order", action="store_true")
+    p.add_argument("--mixed-bfloat16", action="store_true",
+                   help="Keras mixed precision: bfloat16 activations, float32 weights and α")
     a = p.parse_args()
-    r = measure(a.space, a.layers, a.channels, a.batch, a.steps, a.image, a.second_order)
-    print(f"tf {tf.__version__}, {tf.config.threading.get_inter_op_parallelism_threads()} "
-          f"inter-op threads")
+    r = measure(a.space, a.layers, a.channels, a.batch, a.steps, a.image, a.second_order,
+                a.mixed_bfloat16)
+    print(f"tensorflow {tf.__version__}, {len(tf.config.list_physical_devices('CPU'))} CPU "
+          f"device(s), {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
+          "intra-op threads")
     print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
 
 

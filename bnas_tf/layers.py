@@ -91,6 +91,7 @@ class MixedOp(tf.keras.layers.Layer):
         self._active = [i for i, n in enumerate(self.space.op_names) if n != "none"]
 
     def call(self, inputs, op_weights, training=None):
+        op_weights = tf.cast(op_weights, self.compute_dtype)  # float32 α, maybe bf16 activations
         return tf.add_n([op_weights[i] * self._ops[i](inputs, training=training)
                          for i in self._active])
 

@@ -382,7 +382,7 @@ class GroupMaskedQuantConv2D(lq.layers.QuantConv2D):
         self._mask = tf.constant(block[None, None])
 
     def convolution_op(self, inputs, kernel):
-        return super().convolution_op(inputs, kernel * self._mask)
+        return super().convolution_op(inputs, kernel * tf.cast(self._mask, kernel.dtype))
 
     def grouped_kernel(self) -> np.ndarray:
         """The kernel of the equivalent `groups=mask_groups` convolution."""

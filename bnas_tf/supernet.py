@@ -111,7 +111,8 @@ class SuperNet(tf.keras.Model):
         self.num_classes, self.num_layers, self.channels = num_classes, layers, channels
         self.cell_skip, self.stem_multiplier, self.seed = cell_skip, stem_multiplier, seed
         self.arch = ArchitectureParameters(self.space.num_edges, self.space.num_ops,
-                                           temperature=temperature, seed=seed, name="arch")
+                                           temperature=temperature, seed=seed, name="arch",
+                                           dtype="float32")
         self.stem = ops.ConvBN(stem_multiplier * channels, 3, name="stem")
         self.cells = []
         c_prev, filters, reduction_prev = stem_multiplier * channels, channels, False
@@ -124,7 +125,8 @@ class SuperNet(tf.keras.Model):
                                          name=f"cell_{i}"))
             c_prev, reduction_prev = self.space.nodes * filters, reduction
         self.global_pool = tf.keras.layers.GlobalAveragePooling2D()
-        self.classifier = tf.keras.layers.Dense(num_classes, name="classifier")
+        # float32 logits also under a mixed-precision policy (numerically safe loss)
+        self.classifier = tf.keras.layers.Dense(num_classes, name="classifier", dtype="float32")
         self.epoch = tf.Variable(0, trainable=False, dtype=tf.int64, name="search_epoch")
         self.arch_optimizer = None
         self.arch_regularizer = None

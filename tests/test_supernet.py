@@ -117,7 +117,7 @@ def test_second_order_correction_is_linear_in_the_virtual_step():
     assert 7 < large / small < 13
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def search_entropy(temperature, arch_regularizer=None, epochs=3):
     tf.keras.utils.set_random_seed(1)
     x, y = tiny_batches(64, seed=1)
@@ -227,3 +227,26 @@ def test_bad_constructor_arguments():
         bn.SuperNet("darts")
     with pytest.raises(ValueError, match="temperature"):
         bn.SuperNet("bats", temperature=0.0)
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+
+
+def test_search_under_mixed_bfloat16_keeps_alpha_and_logits_in_float32(mixed_bfloat16):
+    x, y = tiny_batches()
+    net = tiny_net()
+    net.compile(arch_optimizer=tf.keras.optimizers.legacy.Adam(1e-2))
+    net(x[:1])
+    assert net.cells[0].edges[0].compute_dtype == "bfloat16"
+    alpha = snapshot(net.arch_variables)
+    history = net.fit(bn.data.search_pairs(x, y, batch_size=8), epochs=2, verbose=0)
+    assert all(a.dtype == tf.float32 for a in net.arch_variables)
+    assert net(x[:2]).dtype == tf.float32
+    assert all(changed(alpha, net.arch_variables))
+    assert np.all(np.isfinite(history.history["loss"]))
