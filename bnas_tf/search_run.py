@@ -66,6 +66,7 @@ class SearchConfig:
     temperature_regularizer: float = 0.0
     warmup_epochs: int = 0
     second_order: bool = False
+    mixed_bfloat16: bool = False
     seed: int = 0
 
     @classmethod
@@ -86,7 +87,12 @@ class SearchResult:
 
 
 def build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
-    """The compiled supernet a `SearchConfig` describes."""
+    """The compiled supernet a `SearchConfig` describes.
+
+    With `mixed_bfloat16`, this sets Keras' global mixed-precision policy.
+    """
+    if config.mixed_bfloat16:
+        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     space = SearchSpace.get(config.space, nodes=config.nodes,
                             input_quantizer=config.input_quantizer)
     net = SuperNet(space, num_classes=num_classes, layers=config.layers,
