@@ -1,13 +1,17 @@
 """Latency and size of LCE flatbuffers vs float TFLite (XNNPACK), for small binary nets.
 
-Builds CIFAR-sized networks of Larq layers in three kinds:
+Builds CIFAR-sized networks of Larq layers in four kinds:
 
 - `dense`: binary 3x3 convs over `--channels` (default 64) channels, plus a max pool
   that feeds a binary conv (becomes LceBMaxPool2d);
 - `grouped3`: BATS-style grouped binary convs, 3 channels per group (12 x 3 = 36): LCE
   keeps them float;
 - `grouped32`: grouped binary convs with 32 channels per group (the `lce` space): they
-  convert, and run only with the indirect-BGEMM or reference kernel.
+  convert, and run only with the indirect-BGEMM or reference kernel;
+- `derived`: the stage-2 (binary-weight) network `bnas_tf.build_network` derives from an
+  `lce`-space genotype (`--genotype FILE`, or a built-in 4-node one), `--layers` cells of
+  `--channels` channels (doubled at the two reductions): stem, 1x1 cell-input convs,
+  FactorizedReduce, pools and classifier stay float, as in a searched network.
 
 Each net is converted with LCE and, binarization removed, with plain TFLite; the script
 prints the conversion report and the latencies of every LCE kernel option against float
@@ -16,8 +20,9 @@ them). Prints figures only; it asserts nothing about time.
 
 Usage (from the repository root):
 
-    python benchmarks/export_latency.py [--kinds dense grouped3 grouped32] [--size 32]
-        [--channels 64] [--blocks 4] [--repeats 50] [--threads 1 2] [--json out.json]
+    python benchmarks/export_latency.py [--kinds dense grouped3 grouped32 derived]
+        [--size 32] [--channels 64] [--blocks 4] [--layers 8] [--genotype FILE]
+        [--repeats 50] [--threads 1 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,13 +33,11 @@ import os
 import sys
 import warnings
 
-if (
-    __name__ == "__main__"
-):  # `python benchmarks/export_latency.py` from a checkout: quiet TF, find bnas_tf
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quiet TensorFlow's C++ logs
+if __name__ == "__main__":  # `python benchmarks/export_latency.py` from a checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import bnas_tf  # noqa: E402,F401  (selects Keras 2 before TensorFlow loads)
+import bnas_tf as bn  # noqa: E402  (selects Keras 2 before TensorFlow loads)
 
 # isort: split
 import larq as lq  # noqa: E402
@@ -42,8 +45,33 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bnas_tf import export  # noqa: E402
+from bnas_tf._io import atomic_write_text  # noqa: E402
+from bnas_tf.export.walk import walk  # noqa: E402
 
-KINDS = ("dense", "grouped3", "grouped32")
+KINDS = ("dense", "grouped3", "grouped32", "derived")
+
+
+def _cell(*nodes) -> bn.Cell:
+    edges = tuple(tuple(bn.Edge(source, ((op, 1.0),)) for op, source in node) for node in nodes)
+    return bn.Cell(nodes=edges, concat=tuple(range(2, 2 + len(nodes))))
+
+
+# A DARTS-shaped genotype of the `lce` space, mostly binary convs (as searches find).
+LCE_GENOTYPE = bn.Genotype(
+    normal=_cell(
+        [("bin_conv_3x3", 0), ("bin_conv_3x3", 1)],
+        [("bin_dil_conv_3x3", 0), ("skip_connect", 1)],
+        [("bin_conv_5x5", 2), ("max_pool_3x3", 1)],
+        [("bin_dil_conv_5x5", 3), ("skip_connect", 2)],
+    ),
+    reduce=_cell(
+        [("bin_conv_3x3", 0), ("max_pool_3x3", 1)],
+        [("bin_dil_conv_3x3", 1), ("bin_conv_3x3", 2)],
+        [("avg_pool_3x3", 0), ("bin_conv_5x5", 3)],
+        [("bin_dil_conv_3x3", 2), ("skip_connect", 4)],
+    ),
+    space=bn.SearchSpace.get("lce", nodes=4).get_config(),
+)
 
 
 def _bconv(filters: int, groups: int = 1, name: str | None = None) -> lq.layers.QuantConv2D:
@@ -84,11 +112,34 @@ def build(kind: str, *, size: int = 32, channels: int = 64, blocks: int = 4) -> 
         x = tf.keras.layers.add([x, tf.keras.layers.BatchNormalization()(y)])
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     out = tf.keras.layers.Dense(10, name="classifier")(x)
-    model = tf.keras.Model(inp, out, name=f"{kind}_net")
-    # Trained-like batch-norm statistics: with the initial ones, integer binary-conv outputs
-    # sit exactly on the next sign's threshold and TFLite vs Keras rounding flips the ties.
+    return _trained_like(tf.keras.Model(inp, out, name=f"{kind}_net"))
+
+
+def build_derived(
+    genotype: bn.Genotype, *, size: int = 32, channels: int = 32, layers: int = 8
+) -> tf.keras.Model:
+    """The stage-2 network `build_network` makes of `genotype` (binary weights)."""
+    tf.keras.utils.set_random_seed(0)
+    model = bn.build_network(
+        genotype,
+        num_classes=10,
+        layers=layers,
+        channels=channels,
+        input_shape=(size, size, 3),
+        binary_weights=True,
+        name=f"derived_{genotype.search_space.name}_net",
+    )
+    return _trained_like(model)
+
+
+def _trained_like(model: tf.keras.Model) -> tf.keras.Model:
+    """Trained-like batch-norm statistics (also in nested layers such as FactorizedReduce).
+
+    With the initial ones, integer binary-conv outputs sit exactly on the next sign's
+    threshold and TFLite vs Keras rounding flips the ties.
+    """
     rng = np.random.default_rng(0)
-    for layer in model.layers:
+    for _, layer in walk(model):
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             g, b, mean, var = (w.shape for w in layer.get_weights())
             layer.set_weights(
@@ -106,17 +157,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     p.add_argument("--size", type=int, default=32, help="input height and width")
-    p.add_argument("--channels", type=int, default=64, help="width of the dense kind")
-    p.add_argument("--blocks", type=int, default=4, help="binary convs per net")
+    p.add_argument("--channels", type=int, default=64, help="width of dense and derived")
+    p.add_argument("--blocks", type=int, default=4, help="binary convs per hand-built net")
+    p.add_argument("--layers", type=int, default=8, help="cells of the derived net")
+    p.add_argument("--genotype", help="genotype JSON of the derived net (default: built-in)")
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--json", help="write all figures to this JSON file")
     args = p.parse_args(argv)
+    if args.json:
+        export.check_writable(args.json)
 
     results = {}
     for kind in args.kinds:
-        model = build(kind, size=args.size, channels=args.channels, blocks=args.blocks)
-        print(f"\n=== {model.name}: {args.blocks} binary convs, input {args.size}x{args.size}x3")
+        if kind == "derived":
+            genotype = bn.Genotype.load(args.genotype) if args.genotype else LCE_GENOTYPE
+            model = build_derived(
+                genotype, size=args.size, channels=args.channels, layers=args.layers
+            )
+            what = f"{args.layers} cells, {args.channels} channels"
+        else:
+            model = build(kind, size=args.size, channels=args.channels, blocks=args.blocks)
+            what = f"{args.blocks} binary convs"
+        print(f"\n=== {model.name}: {what}, input {args.size}x{args.size}x3")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fb = export.convert(model)
@@ -132,9 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         report.verification, report.benchmark = check.to_dict(), bench
         results[kind] = report.to_dict()
     if args.json:
-        export.check_writable(args.json)
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
         print(f"\nFigures written to {args.json}")
     return 0
 

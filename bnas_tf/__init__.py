@@ -14,7 +14,7 @@ select_keras2()
 
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
-from bnas_tf import callbacks, data, errors, ops, regularizers  # noqa: E402
+from bnas_tf import callbacks, data, errors, export, ops, regularizers  # noqa: E402
 from bnas_tf.builder import build_network  # noqa: E402
 from bnas_tf.genotype import Cell, Edge, Genotype, derive_genotype  # noqa: E402
 from bnas_tf.saving import load_model  # noqa: E402
@@ -39,6 +39,7 @@ __all__ = [
     "data",
     "derive_genotype",
     "errors",
+    "export",
     "load_model",
     "ops",
     "regularizers",

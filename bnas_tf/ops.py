@@ -37,7 +37,7 @@ __all__ = [
     "registered_ops",
     "resolve_groups",
     "Zero",
-    "Identity",
+    "SkipIdentity",
     "FactorizedReduce",
     "PoolBN",
     "ConvBN",
@@ -193,7 +193,7 @@ class Zero(tf.keras.layers.Layer):
 
 
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
-class Identity(tf.keras.layers.Layer):
+class SkipIdentity(tf.keras.layers.Layer):
     """The `skip_connect` op at stride 1."""
 
     def call(self, inputs):
@@ -402,7 +402,7 @@ def _none(filters, strides, options):
 
 @register_op("skip_connect")
 def _skip(filters, strides, options):
-    return Identity() if strides == 1 else FactorizedReduce(filters, affine=options.affine)
+    return SkipIdentity() if strides == 1 else FactorizedReduce(filters, affine=options.affine)
 
 
 @register_op("max_pool_3x3")

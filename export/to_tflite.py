@@ -12,7 +12,8 @@ refuses a flatbuffer whose top-1 predictions on N test images agree with Keras l
 the threshold. Exit codes: 0 written; 1 refused or conversion failed; 2 bad input (model
 path, dataset, output path).
 
-This script only parses arguments; the work is in `bnas_tf.export`.
+This script only parses arguments; the model is read by `bnas_tf.load_model` and the work
+is in `bnas_tf.export`.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ import argparse
 import os
 import sys
 
-if __name__ == "__main__":  # `python export/to_tflite.py` from a checkout: quiet TF, find bnas_tf
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quiet TensorFlow's C++ logs
+if __name__ == "__main__":  # `python export/to_tflite.py` from a checkout: find bnas_tf
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import bnas_tf  # noqa: E402,F401  (selects Keras 2 before TensorFlow loads)
 
 # isort: split
 from bnas_tf import export  # noqa: E402
-from bnas_tf.errors import ExportError  # noqa: E402
+from bnas_tf.errors import ExportError, ModelFileError  # noqa: E402
+from bnas_tf.saving import load_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="to_tflite.py",
         description="Convert a saved Keras/Larq model to an LCE TFLite flatbuffer.",
     )
-    p.add_argument("model_path", help="model saved with model.save (.keras, .h5, SavedModel dir)")
+    p.add_argument(
+        "model_path",
+        help="model saved with model.save (.keras, .h5, SavedModel dir such as TRAIN/model)",
+    )
     p.add_argument("--output", "-o", required=True, help="the .tflite file to write")
     p.add_argument("--target", default="arm", choices=export.TARGETS, help="converter target")
     p.add_argument("--verify", type=int, metavar="N", help="verify on N real test images")
@@ -57,11 +62,11 @@ def main(argv: list[str] | None = None, *, load_data=None) -> int:
         for path in (args.output, args.report):
             if path is not None:
                 export.check_writable(path)
-        model = export.load_model(args.model_path)
+        model = load_model(args.model_path)
         data = None
         if args.verify:
             data = export.load_eval_data(args.dataset, args.data_dir, args.verify, loader=load_data)
-    except ExportError as e:
+    except (ExportError, ModelFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The main job on a small default: search -> two-stage training -> TFLite export.
 # Run through `make demo` (which sets up .venv first). Settings via environment:
-#   DATA_DIR (default data/)  OUT (default runs/demo)  LIMIT (default 2000)
+#   DATA_DIR (default data/)  OUT (default runs/demo)  LIMIT (training images, default 1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 DATA_DIR=${DATA_DIR:-data}
 OUT=${OUT:-runs/demo}
-LIMIT=${LIMIT:-2000}
+LIMIT=${LIMIT:-1000}
 
 # On the development machines and in CI an offline CIFAR-10 copy sits beside the
 # repository; elsewhere bnas-tf downloads CIFAR-10 into DATA_DIR.
@@ -19,7 +19,7 @@ rm -rf "$OUT"
 "$VENV/bin/bnas-tf" search --dataset cifar10 --data-dir "$DATA_DIR" --limit "$LIMIT" \
   --space lce --layers 5 --channels 16 --epochs 1 --output "$OUT/search"
 "$VENV/bin/bnas-tf" train --genotype "$OUT/search/genotype.json" --dataset cifar10 \
-  --data-dir "$DATA_DIR" --limit "$LIMIT" --layers 5 --channels 32 --epochs 2,2 \
+  --data-dir "$DATA_DIR" --limit "$LIMIT" --layers 5 --channels 32 --epochs 1,1 \
   --output "$OUT/train"
 "$VENV/bin/python" export/to_tflite.py "$OUT/train/model" --output "$OUT/model.tflite" \
   --verify 1000 --dataset cifar10 --data-dir "$DATA_DIR" --benchmark \

@@ -1,7 +1,8 @@
 """Tests of bnas_tf.export: LCE conversion, per-layer report, verification, CLI.
 
-Tiny Larq models (8x8 inputs) keep each conversion around a second. Batch-norm
-statistics are randomized: with the default ones, binary conv outputs (integers) sit
+Tiny Larq models (8x8 inputs) keep each conversion around a second; the networks
+`bnas_tf.build_network` derives from genotypes (32x32 inputs, 1-3 cells) take 2-9 s.
+Batch-norm statistics are randomized: with the default ones, binary conv outputs (integers) sit
 exactly on the next binarizer's threshold, and float rounding may flip such ties.
 """
 
@@ -24,8 +25,11 @@ import larq as lq  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import bnas_tf as bn  # noqa: E402
 from bnas_tf import export  # noqa: E402
 from bnas_tf.errors import ExportError  # noqa: E402
+from bnas_tf.export.walk import walk  # noqa: E402
+from bnas_tf.training import binarize_weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "export" / "to_tflite.py"
@@ -46,8 +50,9 @@ def qconv(name, filters=32, **kwargs):
 
 
 def randomize_bn(model, seed=0):
+    """Trained-like statistics for every batch norm, also those nested in custom layers."""
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
+    for _, layer in walk(model):
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             g, b, mean, var = (w.shape for w in layer.get_weights())
             layer.set_weights(
@@ -327,6 +332,9 @@ def test_save_tflite_writes_the_flatbuffer(dense, tmp_path):
     data = path.read_bytes()
     assert export.op_counts(data)["LceBconv2d"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_strict_refuses_grouped3(grouped3, tmp_path):
@@ -466,3 +474,130 @@ def test_cli_refuses_failed_verification(dense, tmp_path, capsys):
     assert _script().main(argv, load_data=load_data) == 1
     assert "Verification failed" in capsys.readouterr().err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- derived networks
+
+
+def edge(op_name, source):
+    return bn.Edge(source, ((op_name, 1.0),))
+
+
+# Every op kind of the `lce` space but `none`: in the reduction cell, edges from the cell
+# inputs run at stride 2, so the dilated convs there are stride-1 convs + SameGridSubsample.
+FULL_NORMAL = bn.Cell(
+    nodes=(
+        (edge("bin_conv_3x3", 0), edge("skip_connect", 1)),
+        (edge("bin_dil_conv_3x3", 2), edge("max_pool_3x3", 1)),
+    ),
+    concat=(2, 3),
+)
+FULL_REDUCE = bn.Cell(
+    nodes=(
+        (edge("bin_dil_conv_3x3", 0), edge("bin_conv_5x5", 1)),
+        (edge("bin_dil_conv_5x5", 1), edge("avg_pool_3x3", 2)),
+    ),
+    concat=(2, 3),
+)
+SMALL_CELL = bn.Cell(nodes=((edge("bin_conv_3x3", 0), edge("bin_dil_conv_3x3", 1)),), concat=(2,))
+
+
+def network(space, normal, reduce, *, nodes, layers, channels, binary_weights=True):
+    """A randomly initialized network of the genotype, with trained-like BN statistics."""
+    config = bn.SearchSpace.get(space, nodes=nodes).get_config()
+    genotype = bn.Genotype(normal=normal, reduce=reduce, space=config)
+    tf.keras.utils.set_random_seed(0)
+    model = bn.build_network(
+        genotype, num_classes=10, layers=layers, channels=channels, binary_weights=binary_weights
+    )
+    return randomize_bn(model)
+
+
+def binary_convs(model):
+    return [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, lq.layers.QuantConv2D) and layer.input_quantizer is not None
+    ]
+
+
+@pytest.fixture(scope="module")
+def lce_net():
+    """Stage-2 `lce` network: 3 cells (32, 64, 128 channels), binary weights."""
+    model = network("lce", FULL_NORMAL, FULL_REDUCE, nodes=2, layers=3, channels=32)
+    fb = export.convert(model)
+    return model, fb, export.conversion_report(model, fb)
+
+
+def test_lce_network_converts_every_binary_conv(lce_net):
+    model, fb, report = lce_net
+    convs = binary_convs(model)
+    assert len(convs) == 8
+    assert sorted(r.name for r in report.layers) == sorted(convs)
+    assert report.all_converted and {r.op for r in report.layers} == {"LceBconv2d"}
+    report.check_strict()  # what convert(..., strict=True) runs: passes
+    assert report.op_counts["LceBconv2d"] == 8 and report.unattributed_ops == []
+    # 64 and 128 channels form 2 and 4 groups of 32: LCE's grouped kernel runs them.
+    assert {r.details["groups"] for r in report.layers} == {1, 2, 4}
+    # Binary kernels pack 32 weights to a word; stem, 1x1 and classifier stay float.
+    assert report.size_ratio > 3
+    result = export.verify(model, fb, inputs(model, 16))
+    assert result.passed and result.top1_agreement == 1.0
+
+
+def test_lce_network_strided_dilated_convs_convert(lce_net):
+    model, _, report = lce_net
+    subsamples = [layer for layer in model.layers if type(layer).__name__ == "SameGridSubsample"]
+    assert len(subsamples) == 4  # 2 reduction cells x (dil 3x3 from s0, dil 5x5 from s1)
+    for layer in subsamples:
+        conv = report.layer(layer.name.removesuffix("_subsample") + "_conv")
+        assert conv.converted and conv.op == "LceBconv2d"
+        assert conv.details["strides"] == [1, 1] and conv.details["dilation_rate"] == [2, 2]
+    assert report.op_counts["STRIDED_SLICE"] >= 4  # the subsampling stays a float slice
+
+
+def test_bats_network_keeps_grouped_convs_float():
+    """36 channels in groups of 3 (BATS): no binary conv converts, and the report says why."""
+    model = network("bats", SMALL_CELL, SMALL_CELL, nodes=1, layers=3, channels=36)
+    report = export.conversion_report(model, export.convert(model), compare_float=False)
+    assert "LceBconv2d" not in report.op_counts
+    assert sorted(r.name for r in report.float_layers) == sorted(binary_convs(model))
+    first = [r for r in report.layers if r.name.startswith("cell0_")]
+    assert len(first) == 2
+    for layer in report.float_layers:
+        assert layer.op == "CONV_2D"
+        assert "3 input channels per group: LCE needs a multiple of 32" in layer.reason
+        assert layer.fix == "use the `lce` search space or group_channels=32"
+    assert all("groups=12 with 3 input channels" in r.reason for r in first)
+    # What convert(..., strict=True) and `to_tflite.py --strict` run on this flatbuffer:
+    with pytest.raises(ExportError, match=r"(?s)Strict export: 6 of 6.*cell0_n2_e0.*groups=12"):
+        report.check_strict()
+
+
+def test_stage1_network_reports_real_weights_then_stage2_exports(tmp_path, capsys):
+    """Stage 1 stays float with the fix "train stage 2"; its stage-2 copy, saved as a
+    SavedModel directory (as `bnas-tf train` does), exports strictly through the script."""
+    stage1 = network(
+        "lce", SMALL_CELL, SMALL_CELL, nodes=1, layers=1, channels=32, binary_weights=False
+    )
+    report = export.conversion_report(stage1, export.convert(stage1), compare_float=False)
+    assert len(report.layers) == 2 and not report.converted_layers
+    for layer in report.layers:
+        assert layer.reason == "kernel_quantizer is None: the layer has real weights"
+        assert layer.fix == "train stage 2 (binary weights) before export"
+
+    stage2 = binarize_weights(stage1)
+    stage2.save(tmp_path / "model")  # SavedModel directory
+    out, report_path = tmp_path / "model.tflite", tmp_path / "report.json"
+    x = inputs(stage2, 16)
+
+    def load_data(name, data_dir, n):
+        return x, stage2.predict(x, verbose=0).argmax(1)
+
+    argv = [str(tmp_path / "model"), "--output", str(out), "--report", str(report_path)]
+    assert _script().main([*argv, "--strict", "--verify", "16"], load_data=load_data) == 0
+    assert export.op_counts(out.read_bytes())["LceBconv2d"] == 2
+    data = json.loads(report_path.read_text())
+    assert data["summary"]["converted"] == data["summary"]["binary_layers"] == 2
+    assert data["verification"]["top1_agreement"] == 1.0
+    assert "Wrote" in capsys.readouterr().out

@@ -401,7 +401,7 @@ def test_registered_ops_cover_all_spaces():
 
 LAYER_CASES = {
     "zero": (lambda: ops.Zero(2), 8),
-    "identity": (lambda: ops.Identity(), 8),
+    "identity": (lambda: ops.SkipIdentity(), 8),
     "factorized_reduce": (lambda: ops.FactorizedReduce(8, affine=True), 8),
     "factorized_reduce_odd": (lambda: ops.FactorizedReduce(5, affine=False), 6),
     "max_pool": (lambda: ops.PoolBN("max", 2, affine=True), 8),

@@ -1,11 +1,11 @@
 """Derived networks and two-stage training: build, decay, binarize, hand-off, save/load."""
 
-import bnas_tf as bn
 import larq as lq
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import bnas_tf as bn
 from bnas_tf.training import binarize_weights, binary_conv_layers, with_weight_decay
 
 SPACE = bn.SearchSpace.get("bats", nodes=3)

@@ -1,0 +1,366 @@
+"""Searched vs random vs hand-designed binary network under one training budget.
+
+With one fixed two-stage budget (`bn.train_two_stage`, the AdamBNN recipe of
+METHODS.md §6–7: stage 1 binary activations and real weights, stage 2 binary
+weights too), the script trains on the same CIFAR-10 subset:
+
+* `searched`: the network derived from `--genotype` (a `bnas-tf search` result);
+* `random`: a random DARTS-shaped genotype from the same search space (each
+  node has two distinct incoming edges with one non-`none` op each, unit
+  weights); among `--random-samples` seeded samples, the one whose network's
+  parameter count is closest to the searched network's;
+* `bireal`: a hand-designed ResNet-style BNN in the spirit of Bi-Real Net /
+  QuickNet: a real-valued stem conv, three stages of binary 3x3 `QuantConv2D`
+  + batch norm each wrapped by a real-valued shortcut, downsampling through
+  average pooling + a real 1x1 conv on the shortcut, global pooling and a dense
+  classifier. Its base width is chosen so that its parameter count is closest
+  to the searched network's.
+
+It prints, per network, the test accuracy after each stage, the parameter
+count (and how many of those are binary conv kernels), binary and float MACs
+per image, and the wall-clock training time (both stages, including the
+per-epoch evaluation on the test split).
+
+MACs are counted by walking the layers (nested ones too): a Larq conv with an
+input quantizer contributes binary MACs `out_h·out_w·k·k·c_in/groups·filters`,
+every other conv and dense layer float MACs. They are what the graph computes:
+a strided dilated conv runs at stride 1 and is subsampled afterwards
+(TensorFlow has no strided dilation), so it is counted at stride 1.
+
+Usage:
+    python benchmarks/cifar10_budget.py --genotype RUN/genotype.json --data-dir DIR \\
+        [--limit 5000] [--layers 5] [--channels 32] [--epochs 2,2] [--batch-size 64] \\
+        [--seed 0] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import bnas_tf as bn
+
+# isort: split
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+
+import larq as lq
+import numpy as np
+import tensorflow as tf
+
+JPEG_NOTE = ("Note: the offline CIFAR-10 copy of the development machines is stored as JPEG "
+             "(quality 75); accuracies on it run a few tenths of a point below those on the "
+             "original images.")
+STAGE_BLOCKS = 4  # binary convs per stage of the baseline (Bi-Real-18 has 4 per stage)
+STAGES = 3
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def parse_epochs(text: str) -> tuple[int, int]:
+    try:
+        s1, s2 = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected two comma-separated epoch counts like 2,2, got {text!r}") from None
+    if s1 < 0 or s2 < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative epoch counts, got {text!r}")
+    return s1, s2
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--genotype", required=True, help="genotype.json from `bnas-tf search`")
+    parser.add_argument("--data-dir", default="data",
+                        help="folder holding cifar-10-batches-py/ (official python layout)")
+    parser.add_argument("--limit", type=positive_int, default=5000,
+                        help="training images (test images: limit/5)")
+    parser.add_argument("--layers", type=positive_int, default=5,
+                        help="cells of the derived networks")
+    parser.add_argument("--channels", type=positive_int, default=32,
+                        help="initial channels of the derived networks")
+    parser.add_argument("--epochs", type=parse_epochs, default=(2, 2),
+                        help="two-stage budget: stage-1,stage-2 epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--random-samples", type=positive_int, default=20,
+                        help="random genotypes sampled to find one of similar size")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data subset, shuffling, initialization and "
+                             "the random genotype")
+    parser.add_argument("--json", default=None, help="also save the results here")
+    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- random genotype
+
+
+def random_cell(space: bn.SearchSpace, rng: np.random.Generator) -> bn.Cell:
+    """A DARTS-shaped cell: per node two distinct sources, one non-`none` op each."""
+    op_names = [name for name in space.op_names if name != "none"]
+    nodes = []
+    for k in range(space.nodes):
+        sources = sorted(int(s) for s in rng.choice(k + 2, size=2, replace=False))
+        nodes.append(tuple(bn.Edge(s, ((str(rng.choice(op_names)), 1.0),), 1.0)
+                           for s in sources))
+    return bn.Cell(tuple(nodes), tuple(range(2, 2 + space.nodes)))
+
+
+def random_genotype(space: bn.SearchSpace, rng: np.random.Generator) -> bn.Genotype:
+    return bn.Genotype(random_cell(space, rng), random_cell(space, rng), space.get_config(),
+                       method="random")
+
+
+def closest(candidates, size: Callable[[object], int], target: int):
+    """`(candidate, size)` with the size closest to `target` (first one on ties)."""
+    best, best_size = None, None
+    for candidate in candidates:
+        n = size(candidate)
+        if best_size is None or abs(n - target) < abs(best_size - target):
+            best, best_size = candidate, n
+    return best, best_size
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def _bn(name: str) -> tf.keras.layers.BatchNormalization:
+    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def bireal_block(x, filters: int, strides: int, name: str):
+    """`BN(binary_conv3x3(x)) + shortcut(x)`; the shortcut is real-valued (Bi-Real)."""
+    y = lq.layers.QuantConv2D(filters, 3, strides=strides, padding="same", pad_values=1.0,
+                              use_bias=False, input_quantizer="ste_sign",
+                              kernel_quantizer=None, name=f"{name}_conv")(x)
+    y = _bn(f"{name}_bn")(y)
+    shortcut = x
+    if strides > 1:
+        shortcut = tf.keras.layers.AveragePooling2D(strides, padding="same",
+                                                    name=f"{name}_down_pool")(shortcut)
+    if strides > 1 or x.shape[-1] != filters:
+        shortcut = tf.keras.layers.Conv2D(filters, 1, use_bias=False,
+                                          name=f"{name}_down_conv")(shortcut)
+        shortcut = _bn(f"{name}_down_bn")(shortcut)
+    return tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
+
+
+def build_baseline(width: int, num_classes: int, input_shape: tuple[int, int, int]
+                   ) -> tf.keras.Model:
+    """Bi-Real/QuickNet-style BNN: stem, 3 stages (width, 2·width, 4·width), pool, dense."""
+    inputs = tf.keras.Input(input_shape, name="images")
+    x = tf.keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = _bn("stem_bn")(x)
+    for stage in range(STAGES):
+        for block in range(STAGE_BLOCKS):
+            strides = 2 if stage > 0 and block == 0 else 1
+            x = bireal_block(x, width * 2 ** stage, strides, f"s{stage + 1}b{block + 1}")
+    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = tf.keras.layers.Dense(num_classes, name="classifier")(x)
+    return tf.keras.Model(inputs, outputs, name="bireal_baseline")
+
+
+# --------------------------------------------------------------------------- counting
+
+
+_CONVS = (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D)  # Larq's subclass them
+
+
+def _kernel(layer: tf.keras.layers.Layer) -> tf.Variable:
+    kernel = getattr(layer, "depthwise_kernel", None)
+    return layer.kernel if kernel is None else kernel
+
+
+def _is_binary(layer: tf.keras.layers.Layer) -> bool:
+    return isinstance(layer, lq.layers.QuantizerBase) and layer.input_quantizer is not None
+
+
+def _conv_pixels(layer: tf.keras.layers.Layer, parent_input_hw: tuple[int, int] | None) -> int:
+    """Output pixels of a conv: its own output shape, or (nested) from its parent's input."""
+    try:
+        return int(np.prod(layer.output_shape[1:3]))
+    except (AttributeError, RuntimeError):
+        pass
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.strides, layer.dilation_rate
+    h, w = parent_input_hw
+    if layer.padding == "same":
+        return math.ceil(h / sh) * math.ceil(w / sw)
+    return ((h - (kh - 1) * dh - 1) // sh + 1) * ((w - (kw - 1) * dw - 1) // sw + 1)
+
+
+def _layer_macs(layer, parent_input_hw) -> tuple[int, int]:
+    """`(binary, float)` MACs per image of one conv or dense layer."""
+    if isinstance(layer, _CONVS):
+        macs = int(np.prod(_kernel(layer).shape)) * _conv_pixels(layer, parent_input_hw)
+    elif isinstance(layer, tf.keras.layers.Dense):
+        macs = int(np.prod(layer.kernel.shape))
+    else:
+        return 0, 0
+    return (macs, 0) if _is_binary(layer) else (0, macs)
+
+
+def count_macs(model: tf.keras.Model) -> tuple[int, int]:
+    """`(binary, float)` MACs per image over all layers, nested ones included."""
+    binary = floating = 0
+    for top in model.layers:
+        shape = getattr(top, "input_shape", None)
+        hw = tuple(shape[1:3]) if isinstance(shape, tuple) and len(shape) == 4 else None
+        for layer in top._flatten_layers(include_self=True, recursive=True):
+            b, f = _layer_macs(layer, hw)
+            binary, floating = binary + b, floating + f
+    return binary, floating
+
+
+def binary_params(model: tf.keras.Model) -> int:
+    """Weights of the binary conv kernels (1 bit each once deployed)."""
+    return sum(int(np.prod(_kernel(layer).shape))
+               for top in model.layers
+               for layer in top._flatten_layers(include_self=True, recursive=True)
+               if isinstance(layer, _CONVS) and _is_binary(layer))
+
+
+def describe(model: tf.keras.Model) -> dict:
+    binary_macs, float_macs = count_macs(model)
+    return {"params": int(model.count_params()), "binary_params": binary_params(model),
+            "binary_macs": binary_macs, "float_macs": float_macs}
+
+
+# --------------------------------------------------------------------------- models
+
+
+def derived_builder(genotype: bn.Genotype, args, data) -> Callable[[], tf.keras.Model]:
+    def build() -> tf.keras.Model:
+        return bn.build_network(genotype, num_classes=data.num_classes, layers=args.layers,
+                                channels=args.channels, input_shape=data.input_shape)
+    return build
+
+
+def params_of(build: Callable[[], tf.keras.Model]) -> int:
+    tf.keras.backend.clear_session()
+    return int(build().count_params())
+
+
+def pick_random(searched: bn.Genotype, args, data, target: int) -> tuple[bn.Genotype, int]:
+    rng = np.random.default_rng(args.seed)
+    samples = [random_genotype(searched.search_space, rng) for _ in range(args.random_samples)]
+    return closest(samples, lambda g: params_of(derived_builder(g, args, data)), target)
+
+
+def pick_baseline_width(data, target: int) -> tuple[int, int]:
+    """The baseline width (a multiple of 8) whose parameter count is closest to `target`."""
+    sizes: dict[int, int] = {}
+    for width in range(8, 513, 8):  # parameters grow with the width: stop once past target
+        sizes[width] = params_of(lambda w=width: build_baseline(w, data.num_classes,
+                                                                data.input_shape))
+        if sizes[width] >= target:
+            break
+    return closest(sizes, sizes.__getitem__, target)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(name: str, build: Callable[[], tf.keras.Model], train_ds, test_ds, args) -> dict:
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(args.seed)  # same seed for every network's initialization
+    model = build()
+    row = {"model": name, **describe(model)}
+    print(f"\n== {name}: {row['params']:,} params; training {args.epochs[0]}+{args.epochs[1]} "
+          "epochs", flush=True)
+    start = time.perf_counter()
+    result = bn.train_two_stage(model, train_ds, test_ds, epochs=args.epochs, test_ds=test_ds,
+                                verbose=2)
+    row["train_seconds"] = time.perf_counter() - start
+    for stage in ("stage1", "stage2"):
+        row[f"{stage}_accuracy"] = float(result.test[stage]["accuracy"])
+    return row
+
+
+# --------------------------------------------------------------------------- report
+
+
+COLUMNS = (("model", "model", "{}"), ("stage1_accuracy", "stage-1 acc", "{:.4f}"),
+           ("stage2_accuracy", "stage-2 acc", "{:.4f}"), ("params", "params", "{:,}"),
+           ("binary_params", "binary params", "{:,}"),
+           ("binary_macs", "binary MACs (M)", "{:.1f}"), ("float_macs", "float MACs (M)", "{:.1f}"),
+           ("train_seconds", "train s", "{:.0f}"))
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    value = row[key] / 1e6 if key.endswith("_macs") else row[key]
+    return fmt.format(value)
+
+
+def format_table(rows: list[dict]) -> str:
+    header = [title for _, title, _ in COLUMNS]
+    body = [[_cell(row, key, fmt) for key, _, fmt in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def save_json(path: str, args, rows: list[dict], extra: dict) -> None:
+    settings = {k: v for k, v in vars(args).items() if k != "json"}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({"settings": settings, "results": rows, **extra}, f, indent=2)
+        f.write("\n")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        searched = bn.Genotype.load(args.genotype)
+        data = bn.data.load("cifar10", args.data_dir, limit=args.limit, seed=args.seed)
+    except (bn.errors.GenotypeError, bn.errors.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{data!r}; search space {searched.search_space.name!r}; budget "
+          f"{args.epochs[0]}+{args.epochs[1]} epochs, batch {args.batch_size}", flush=True)
+
+    build_searched = derived_builder(searched, args, data)
+    target = params_of(build_searched)
+    random_g, random_params = pick_random(searched, args, data, target)
+    width, baseline_params = pick_baseline_width(data, target)
+    print(f"params: searched {target:,}; random {random_params:,} (closest of "
+          f"{args.random_samples} samples); bireal {baseline_params:,} (base width {width})",
+          flush=True)
+
+    train_ds = bn.data.make_dataset(data, batch_size=args.batch_size, training=True,
+                                    seed=args.seed)
+    test_ds = bn.data.make_dataset(data, batch_size=args.batch_size)
+    models = {"searched": build_searched,
+              "random": derived_builder(random_g, args, data),
+              "bireal": lambda: build_baseline(width, data.num_classes, data.input_shape)}
+    rows = [train(name, build, train_ds, test_ds, args) for name, build in models.items()]
+
+    print(f"\nCIFAR-10, {len(data.x_train)} training / {len(data.x_test)} test images; "
+          f"derived networks: {args.layers} cells, {args.channels} channels; MACs per image; "
+          "train s = both stages, including the per-epoch test evaluation\n")
+    print(format_table(rows))
+    print(f"\n{JPEG_NOTE}")
+    if args.json:
+        save_json(args.json, args, rows, {"random_genotype": random_g.to_dict(),
+                                          "bireal_width": width})
+        print(f"Saved {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
