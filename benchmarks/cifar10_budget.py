@@ -49,6 +49,8 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from bnas_tf._io import atomic_write_text
+
 JPEG_NOTE = ("Note: the offline CIFAR-10 copy of the development machines is stored as JPEG "
              "(quality 75); accuracies on it run a few tenths of a point below those on the "
              "original images.")
@@ -199,9 +201,13 @@ def _conv_pixels(layer: tf.keras.layers.Layer, parent_input_hw: tuple[int, int] 
 
 
 def _layer_macs(layer, parent_input_hw) -> tuple[int, int]:
-    """`(binary, float)` MACs per image of one conv or dense layer."""
+    """`(binary, float)` MACs per image of one conv or dense layer.
+
+    A masked grouped conv (how bnas_tf trains grouped convs) counts its groups only,
+    as the real grouped conv it exports to.
+    """
     if isinstance(layer, _CONVS):
-        macs = int(np.prod(_kernel(layer).shape)) * _conv_pixels(layer, parent_input_hw)
+        macs = bn.ops.active_entries(_kernel(layer)) * _conv_pixels(layer, parent_input_hw)
     elif isinstance(layer, tf.keras.layers.Dense):
         macs = int(np.prod(layer.kernel.shape))
     else:
@@ -223,7 +229,7 @@ def count_macs(model: tf.keras.Model) -> tuple[int, int]:
 
 def binary_params(model: tf.keras.Model) -> int:
     """Weights of the binary conv kernels (1 bit each once deployed)."""
-    return sum(int(np.prod(_kernel(layer).shape))
+    return sum(bn.ops.active_entries(_kernel(layer))
                for top in model.layers
                for layer in top._flatten_layers(include_self=True, recursive=True)
                if isinstance(layer, _CONVS) and _is_binary(layer))
@@ -231,7 +237,7 @@ def binary_params(model: tf.keras.Model) -> int:
 
 def describe(model: tf.keras.Model) -> dict:
     binary_macs, float_macs = count_macs(model)
-    return {"params": int(model.count_params()), "binary_params": binary_params(model),
+    return {"params": bn.count_params(model), "binary_params": binary_params(model),
             "binary_macs": binary_macs, "float_macs": float_macs}
 
 
@@ -247,7 +253,7 @@ def derived_builder(genotype: bn.Genotype, args, data) -> Callable[[], tf.keras.
 
 def params_of(build: Callable[[], tf.keras.Model]) -> int:
     tf.keras.backend.clear_session()
-    return int(build().count_params())
+    return bn.count_params(build())
 
 
 def pick_random(searched: bn.Genotype, args, data, target: int) -> tuple[bn.Genotype, int]:
@@ -315,9 +321,8 @@ def format_table(rows: list[dict]) -> str:
 
 def save_json(path: str, args, rows: list[dict], extra: dict) -> None:
     settings = {k: v for k, v in vars(args).items() if k != "json"}
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"settings": settings, "results": rows, **extra}, f, indent=2)
-        f.write("\n")
+    atomic_write_text(path, json.dumps({"settings": settings, "results": rows, **extra},
+                                       indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- main

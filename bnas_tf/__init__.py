@@ -15,7 +15,7 @@ select_keras2()
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
 from bnas_tf import callbacks, data, errors, export, ops, regularizers  # noqa: E402
-from bnas_tf.builder import build_network  # noqa: E402
+from bnas_tf.builder import build_network, count_params  # noqa: E402
 from bnas_tf.genotype import Cell, Edge, Genotype, derive_genotype  # noqa: E402
 from bnas_tf.saving import load_model  # noqa: E402
 from bnas_tf.search_space import SearchSpace  # noqa: E402
@@ -36,6 +36,7 @@ __all__ = [
     "TwoStageResult",
     "build_network",
     "callbacks",
+    "count_params",
     "data",
     "derive_genotype",
     "errors",

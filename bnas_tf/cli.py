@@ -152,6 +152,8 @@ def _train(args) -> int:
         test = result.metrics[stage]["test"]
         if test:
             print(f"{stage}: test accuracy {test['accuracy']:.4f}")
+    print(f"{result.metrics['params']:,} parameters; reloaded model's max |logit difference| "
+          f"on a test batch: {result.metrics['reload_max_abs_diff']:.3g}")
     print(f"trained in {result.seconds:.0f} s; model: {result.output_dir / 'model'}")
     return 0
 

@@ -46,6 +46,8 @@ import numpy as np
 import tensorflow as tf
 from larq import layers_base
 
+from bnas_tf import ops
+
 __all__ = ["FlipFlopRatio", "ChangeToInitRatio", "binarized_kernels", "sign_flip_fraction"]
 
 log = logging.getLogger(__name__)
@@ -182,7 +184,8 @@ class _SignState:
     def __init__(self, variables: Sequence[tf.Variable]):
         self.variables = tuple(variables)
         self.key = tuple(v.ref() for v in self.variables)
-        self.num_weights = sum(v.shape.num_elements() for v in self.variables)
+        # masked-out entries of GroupMaskedQuantConv2D kernels stay 0 and never flip
+        self.num_weights = sum(ops.active_entries(v) for v in self.variables)
         with tf.init_scope():
             self.signs = [tf.Variable(tf.zeros(v.shape, tf.bool), trainable=False,
                                       name=f"sign_{i}") for i, v in enumerate(self.variables)]

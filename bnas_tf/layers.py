@@ -104,15 +104,18 @@ class MixedOp(tf.keras.layers.Layer):
 class CellSkip(tf.keras.layers.Layer):
     """Real-valued inter-cell skip of the BNAS cell template.
 
-    Identity when shapes agree, a 1×1 conv + BN when channels change, and
-    2×2 average pooling then 1×1 conv + BN in a reduction cell.
+    Identity when shapes agree, else `bnas_tf.ops.skip_projection`: a 1×1
+    conv + BN when channels change (or, with `parameter_free`, repeated
+    channels); a reduction cell first applies 2×2 average pooling.
     """
 
-    def __init__(self, filters: int, in_channels: int, reduction: bool, **kwargs):
+    def __init__(self, filters: int, in_channels: int, reduction: bool,
+                 parameter_free: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.in_channels, self.reduction = filters, in_channels, reduction
+        self.parameter_free = parameter_free
         self.pool = tf.keras.layers.AveragePooling2D(2, padding="same") if reduction else None
-        self.proj = ops.ConvBN(filters, 1) if (reduction or filters != in_channels) else None
+        self.proj = ops.skip_projection(filters, in_channels, reduction, parameter_free)
 
     def call(self, inputs, training=None):
         out = self.pool(inputs) if self.pool is not None else inputs
@@ -120,7 +123,8 @@ class CellSkip(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
-                "in_channels": self.in_channels, "reduction": self.reduction}
+                "in_channels": self.in_channels, "reduction": self.reduction,
+                "parameter_free": self.parameter_free}
 
 
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
@@ -148,13 +152,14 @@ class SearchCell(tf.keras.layers.Layer):
         self.space = SearchSpace.get(space)
         self.filters, self.reduction, self.reduction_prev = filters, reduction, reduction_prev
         self.in_channels, self.cell_skip = in_channels, cell_skip
-        self.pre0 = ops.FactorizedReduce(filters) if reduction_prev else ops.ConvBN(filters, 1)
-        self.pre1 = ops.ConvBN(filters, 1)
+        self.pre0 = self.space.build_cell_input(filters, reduction_prev)
+        self.pre1 = self.space.build_cell_input(filters, False)
         self.edges = [
             MixedOp(self.space, filters, 2 if reduction and source < 2 else 1)
             for source, _ in self.space.edges()
         ]
-        self.skip = (CellSkip(self.space.nodes * filters, in_channels, reduction)
+        self.skip = (CellSkip(self.space.nodes * filters, in_channels, reduction,
+                              parameter_free=self.space.parameter_free_skips)
                      if cell_skip else None)
 
     def call(self, inputs, op_weights, training=None):

@@ -39,10 +39,15 @@ __all__ = [
     "Zero",
     "SkipIdentity",
     "FactorizedReduce",
+    "ShiftPad",
+    "RepeatChannels",
+    "cell_input",
+    "skip_projection",
     "PoolBN",
     "ConvBN",
     "BinaryConvBN",
     "GroupMaskedQuantConv2D",
+    "active_entries",
     "SameGridSubsample",
 ]
 
@@ -71,8 +76,14 @@ class OpOptions:
         affine: learn scale and offset in batch norm (False while searching).
         masked_groups: run grouped convs as dense convs with a block-diagonal
             kernel mask (same function; TensorFlow's grouped convs are 10–30×
-            slower on CPU). The supernet uses this; derived networks do not,
-            since Larq Compute Engine needs real grouped convs.
+            slower on CPU). The supernet and derived networks train this way;
+            `bnas_tf.export` turns them into real grouped convs for Larq
+            Compute Engine.
+        binary_cell_inputs: the 1×1 convs inside cells (cell-input
+            preprocessing and factorized reduce) binarize their input (and, with
+            `kernel_quantizer`, their kernel), so that Larq Compute Engine runs
+            them as binary kernels too (the `lce` space). Otherwise they are
+            real-valued, as in DARTS/BATS.
     """
 
     input_quantizer: str = "ste_sign"
@@ -81,6 +92,7 @@ class OpOptions:
     convertible_groups: bool = False
     affine: bool = False
     masked_groups: bool = False
+    binary_cell_inputs: bool = False
 
     def __post_init__(self):
         if self.input_quantizer not in INPUT_QUANTIZERS:
@@ -201,28 +213,62 @@ class SkipIdentity(tf.keras.layers.Layer):
 
 
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
-class FactorizedReduce(tf.keras.layers.Layer):
-    """Real-valued stride-2 reduction: two offset 1×1 convs, concatenated, then BN.
+class ShiftPad(tf.keras.layers.Layer):
+    """Shift an image one pixel up and left, zero-padding the last row and column.
 
-    Used by `skip_connect` at stride 2 and to align cell inputs after a
-    reduction cell (DARTS).
+    A stride-2 1×1 conv after this shift sees the odd pixels (the second half
+    of `FactorizedReduce`).
     """
 
-    def __init__(self, filters: int, affine: bool = True, **kwargs):
+    def call(self, inputs):
+        return tf.pad(inputs[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+
+
+def _pointwise(filters: int, strides: int, input_quantizer: str | None,
+               kernel_quantizer: str | None) -> tf.keras.layers.Layer:
+    """A bias-free 1×1 conv: Keras `Conv2D`, or a Larq `QuantConv2D` if binarized."""
+    if input_quantizer is None:
+        return tf.keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False)
+    return lq.layers.QuantConv2D(
+        filters, 1, strides=strides, use_bias=False, input_quantizer=input_quantizer,
+        kernel_quantizer=kernel_quantizer,
+        kernel_constraint="weight_clip" if kernel_quantizer else None)
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class FactorizedReduce(tf.keras.layers.Layer):
+    """Stride-2 reduction: two offset 1×1 convs, concatenated, then BN.
+
+    Used by `skip_connect` at stride 2 and to align cell inputs after a
+    reduction cell (DARTS). Real-valued by default; with `input_quantizer` the
+    two convs are binary Larq convs (the `lce` space).
+
+    Args:
+        filters: output channels.
+        affine: learn batch-norm scale and offset.
+        input_quantizer: Larq quantizer of the convs' input, or None (real).
+        kernel_quantizer: Larq quantizer of their kernels, or None (real).
+    """
+
+    def __init__(self, filters: int, affine: bool = True, input_quantizer: str | None = None,
+                 kernel_quantizer: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.affine = filters, affine
+        self.input_quantizer, self.kernel_quantizer = input_quantizer, kernel_quantizer
         half = filters // 2
-        self.conv_a = tf.keras.layers.Conv2D(half, 1, strides=2, use_bias=False)
-        self.conv_b = tf.keras.layers.Conv2D(filters - half, 1, strides=2, use_bias=False)
+        self.conv_a = _pointwise(half, 2, input_quantizer, kernel_quantizer)
+        self.shift = ShiftPad()
+        self.conv_b = _pointwise(filters - half, 2, input_quantizer, kernel_quantizer)
         self.bn = _batch_norm(affine)
 
     def call(self, inputs, training=None):
-        shifted = tf.pad(inputs[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
-        out = tf.concat([self.conv_a(inputs), self.conv_b(shifted)], axis=-1)
+        out = tf.concat([self.conv_a(inputs), self.conv_b(self.shift(inputs))], axis=-1)
         return self.bn(out, training=training)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "affine": self.affine}
+        return {**super().get_config(), "filters": self.filters, "affine": self.affine,
+                "input_quantizer": self.input_quantizer,
+                "kernel_quantizer": self.kernel_quantizer}
 
 
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
@@ -361,10 +407,19 @@ class BinaryConvBN(tf.keras.layers.Layer):
 class GroupMaskedQuantConv2D(lq.layers.QuantConv2D):
     """A `QuantConv2D` whose dense kernel is masked block-diagonally into `mask_groups`.
 
-    Computes exactly the grouped convolution with `groups=mask_groups`; the
-    masked-out kernel entries get zero gradient and never matter.
-    `grouped_kernel()` returns the `[k, k, in/groups, filters]` kernel a real
-    grouped conv would hold.
+    Computes exactly the grouped convolution with `groups=mask_groups`;
+    TensorFlow runs it 10–30× faster on CPU than a real grouped conv. The
+    masked-out kernel entries start at zero and get zero gradient, so they
+    never change (and never flip sign). `grouped_kernel()` returns the
+    `[k, k, in/groups, filters]` kernel a real grouped conv would hold;
+    `bnas_tf.export.native_groups(model)` swaps these layers for real grouped
+    `QuantConv2D`s before Larq Compute Engine converts the model.
+
+    Example:
+        >>> conv = GroupMaskedQuantConv2D(8, 3, mask_groups=4, padding="same",
+        ...                               input_quantizer="ste_sign")
+        >>> conv(tf.ones([1, 5, 5, 8])).shape, conv.grouped_kernel().shape
+        (TensorShape([1, 5, 5, 8]), (3, 3, 2, 8))
     """
 
     def __init__(self, *args, mask_groups: int = 1, **kwargs):
@@ -372,7 +427,6 @@ class GroupMaskedQuantConv2D(lq.layers.QuantConv2D):
         self.mask_groups = mask_groups
 
     def build(self, input_shape):
-        super().build(input_shape)
         channels, groups = int(input_shape[-1]), self.mask_groups
         if channels % groups or self.filters % groups:
             raise SearchSpaceError(f"Expected input channels ({channels}) and filters "
@@ -380,6 +434,23 @@ class GroupMaskedQuantConv2D(lq.layers.QuantConv2D):
         cin, cout = channels // groups, self.filters // groups
         block = np.kron(np.eye(groups, dtype="float32"), np.ones((cin, cout), "float32"))
         self._mask = tf.constant(block[None, None])
+        initializer = self.kernel_initializer
+
+        def block_diagonal(shape, dtype=None, **kw):
+            """The grouped conv's initial kernel (same fans), placed on the diagonal."""
+            grouped = initializer((*shape[:2], cin, shape[3]), dtype=dtype, **kw)
+            blocks = tf.split(grouped, groups, axis=3)
+            zeros = tf.zeros_like(blocks[0])
+            return tf.concat([tf.concat([blocks[g] if g == row else zeros for g in range(groups)],
+                                        axis=3) for row in range(groups)], axis=2)
+
+        self.kernel_initializer = block_diagonal
+        try:
+            super().build(input_shape)
+        finally:
+            self.kernel_initializer = initializer
+        # read by `active_entries` (sign-flip ratios count only these)
+        _latent(self.kernel)._bnas_active_entries = int(block.sum()) * int(np.prod(self.kernel_size))
 
     def convolution_op(self, inputs, kernel):
         return super().convolution_op(inputs, kernel * tf.cast(self._mask, kernel.dtype))
@@ -395,6 +466,85 @@ class GroupMaskedQuantConv2D(lq.layers.QuantConv2D):
         return {**super().get_config(), "mask_groups": self.mask_groups}
 
 
+def _latent(variable):
+    return getattr(variable, "latent_variable", variable)
+
+
+def active_entries(variable: tf.Variable) -> int:
+    """Number of kernel entries that take part in the convolution.
+
+    All of them, except for `GroupMaskedQuantConv2D` kernels, whose entries
+    outside the group blocks are always zero.
+    """
+    return getattr(_latent(variable), "_bnas_active_entries", variable.shape.num_elements())
+
+
+def cell_input(filters: int, reduction_prev: bool, options: OpOptions) -> tf.keras.layers.Layer:
+    """The conv that brings a cell input to `filters` channels (DARTS preprocessing).
+
+    A stride-2 `FactorizedReduce` when the input comes from before a reduction
+    cell, else a 1×1 conv + BN; binary when `options.binary_cell_inputs`.
+
+    Example:
+        >>> type(cell_input(16, False, OpOptions(binary_cell_inputs=True))).__name__
+        'BinaryConvBN'
+    """
+    if reduction_prev:
+        return FactorizedReduce(filters, affine=options.affine, **_cell_input_quantizers(options))
+    if options.binary_cell_inputs:
+        return BinaryConvBN(filters, 1, input_quantizer=options.input_quantizer,
+                            kernel_quantizer=options.kernel_quantizer, affine=options.affine)
+    return ConvBN(filters, 1, affine=options.affine)
+
+
+def _cell_input_quantizers(options: OpOptions) -> dict:
+    if not options.binary_cell_inputs:
+        return {}
+    return {"input_quantizer": options.input_quantizer,
+            "kernel_quantizer": options.kernel_quantizer}
+
+
+@tf.keras.utils.register_keras_serializable(package="bnas_tf")
+class RepeatChannels(tf.keras.layers.Layer):
+    """Repeat the channels `times` times (a parameter-free channel expansion).
+
+    Example:
+        >>> RepeatChannels(2)(tf.ones([1, 4, 4, 8])).shape
+        TensorShape([1, 4, 4, 16])
+    """
+
+    def __init__(self, times: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.times = times
+
+    def call(self, inputs):
+        return tf.concat([inputs] * self.times, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "times": self.times}
+
+
+def skip_projection(filters: int, in_channels: int, reduction: bool,
+                    parameter_free: bool = False) -> tf.keras.layers.Layer | None:
+    """What maps a cell input to the cell's output channels on the inter-cell skip.
+
+    None where shapes already agree; otherwise a real-valued 1×1 conv + BN
+    (BNAS), or, with `parameter_free`, channel repetition where the output
+    channels are a multiple of the input channels (as ReActNet's downsampling
+    blocks do; no float weights for deployment). Reduction cells average-pool
+    the input before this.
+
+    Example:
+        >>> type(skip_projection(256, 128, True, parameter_free=True)).__name__
+        'RepeatChannels'
+    """
+    if parameter_free and filters % in_channels == 0:
+        return RepeatChannels(filters // in_channels) if filters != in_channels else None
+    if reduction or filters != in_channels:
+        return ConvBN(filters, 1)
+    return None
+
+
 @register_op("none")
 def _none(filters, strides, options):
     return Zero(strides)
@@ -402,7 +552,9 @@ def _none(filters, strides, options):
 
 @register_op("skip_connect")
 def _skip(filters, strides, options):
-    return SkipIdentity() if strides == 1 else FactorizedReduce(filters, affine=options.affine)
+    if strides == 1:
+        return SkipIdentity()
+    return FactorizedReduce(filters, affine=options.affine, **_cell_input_quantizers(options))
 
 
 @register_op("max_pool_3x3")

@@ -2,11 +2,16 @@
 
 Three binary spaces are predefined (METHODS.md §1):
 
-| space  | binary convs                     | skip_connect | `none` selectable |
-|--------|----------------------------------|--------------|-------------------|
-| `bats` | grouped, 3 channels per group    | yes          | no                |
-| `bnas` | dense                            | no           | yes               |
-| `lce`  | grouped only at 32·k channels    | yes          | no                |
+| space  | binary convs                     | skip_connect | `none` selectable | cell-input 1×1 convs |
+|--------|----------------------------------|--------------|-------------------|----------------------|
+| `bats` | grouped, 3 channels per group    | yes          | no                | real-valued          |
+| `bnas` | dense                            | no           | yes               | real-valued          |
+| `lce`  | grouped only at 32·k channels    | yes          | no                | binary               |
+
+The `lce` space is the deployment space: every conv inside a cell is binary and
+converts to Larq Compute Engine's `LceBconv2d`, and the inter-cell skips double
+channels by repeating them, so only the stem, the first cell's skip projection
+and the classifier hold real-valued weights.
 
 Example:
     >>> space = bn.SearchSpace.get("bats")
@@ -34,7 +39,8 @@ _PRESETS: dict[str, dict] = {
     "bnas": {"op_names": ("none", *_POOLS, *_CONVS), "selectable_none": True,
              "weight_quantizer": "magnitude_aware_sign"},
     "lce": {"op_names": ("none", *_POOLS, "skip_connect", *_CONVS), "group_channels": 32,
-            "convertible_groups": True},
+            "convertible_groups": True, "binary_cell_inputs": True,
+            "parameter_free_skips": True},
 }
 
 
@@ -55,6 +61,10 @@ class SearchSpace:
         selectable_none: whether derivation may pick the `none` op (BNAS).
         weight_quantizer: Larq quantizer used once weights are binarized
             (`ste_sign`, or `magnitude_aware_sign` for XNOR-style scaling).
+        binary_cell_inputs: make the cells' 1×1 preprocessing convs (and
+            factorized reductions) binary, as the `lce` space does.
+        parameter_free_skips: where the inter-cell skip doubles the channels,
+            repeat them instead of a real-valued 1×1 conv (the `lce` space).
 
     Raises:
         SearchSpaceError: for unknown or duplicate op names and bad settings.
@@ -63,7 +73,8 @@ class SearchSpace:
     def __init__(self, op_names: Sequence[str], *, name: str = "custom", nodes: int = 4,
                  input_quantizer: str = "ste_sign", group_channels: int | None = None,
                  convertible_groups: bool = False, selectable_none: bool = False,
-                 weight_quantizer: str = "ste_sign"):
+                 weight_quantizer: str = "ste_sign", binary_cell_inputs: bool = False,
+                 parameter_free_skips: bool = False):
         op_names = tuple(op_names)
         if not op_names:
             raise SearchSpaceError("A search space needs at least one op name.")
@@ -85,9 +96,11 @@ class SearchSpace:
         self.nodes = nodes
         self.selectable_none = bool(selectable_none)
         self.weight_quantizer = weight_quantizer
+        self.parameter_free_skips = bool(parameter_free_skips)
         self.options = ops.OpOptions(input_quantizer=input_quantizer,
                                      group_channels=group_channels,
-                                     convertible_groups=convertible_groups)
+                                     convertible_groups=convertible_groups,
+                                     binary_cell_inputs=bool(binary_cell_inputs))
 
     @classmethod
     def get(cls, identifier: str | dict | SearchSpace, **overrides) -> SearchSpace:
@@ -138,8 +151,20 @@ class SearchSpace:
             convertible_groups=self.options.convertible_groups,
             affine=affine,
             masked_groups=masked_groups,
+            binary_cell_inputs=self.options.binary_cell_inputs,
         )
         return ops.get(op_name)(filters, strides, options)
+
+    def build_cell_input(self, filters: int, reduction_prev: bool, *, affine: bool = True,
+                         binary_weights: bool = False) -> tf.keras.layers.Layer:
+        """The preprocessing conv of a cell input (see `bnas_tf.ops.cell_input`)."""
+        options = ops.OpOptions(
+            input_quantizer=self.options.input_quantizer,
+            kernel_quantizer=self.weight_quantizer if binary_weights else None,
+            affine=affine,
+            binary_cell_inputs=self.options.binary_cell_inputs,
+        )
+        return ops.cell_input(filters, reduction_prev, options)
 
     def get_config(self) -> dict:
         return {
@@ -149,6 +174,8 @@ class SearchSpace:
             "input_quantizer": self.options.input_quantizer,
             "group_channels": self.options.group_channels,
             "convertible_groups": self.options.convertible_groups,
+            "binary_cell_inputs": self.options.binary_cell_inputs,
+            "parameter_free_skips": self.parameter_free_skips,
             "selectable_none": self.selectable_none,
             "weight_quantizer": self.weight_quantizer,
         }

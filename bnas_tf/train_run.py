@@ -24,13 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from bnas_tf import data as data_lib
 from bnas_tf._io import atomic_write_text
-from bnas_tf.builder import build_network
+from bnas_tf.builder import build_network, count_params
 from bnas_tf.flips import ChangeToInitRatio, FlipFlopRatio
 from bnas_tf.genotype import Genotype
+from bnas_tf.saving import load_model
 from bnas_tf.training import train_two_stage
 
 __all__ = ["TrainConfig", "TrainResult", "run_training", "save_model_atomically"]
@@ -82,6 +84,14 @@ def save_model_atomically(model: tf.keras.Model, path: str | os.PathLike) -> Pat
     return path
 
 
+def _reload_difference(model: tf.keras.Model, path: Path, dataset: tf.data.Dataset) -> float:
+    """Largest |logit difference| between `model` and its saved copy on one test batch."""
+    x = next(iter(dataset))[0]
+    reloaded = load_model(path)
+    return float(np.max(np.abs(model(x, training=False).numpy()
+                               - reloaded(x, training=False).numpy())))
+
+
 def _epochs_table(history: dict) -> list[dict]:
     keys = list(history)
     count = len(history[keys[0]]) if keys else 0
@@ -126,7 +136,8 @@ def run_training(config: TrainConfig, output_dir: str | os.PathLike, *,
     metrics = {
         "genotype": os.fspath(config.genotype),
         "dataset": config.dataset,
-        "params": int(result.model.count_params()),
+        "params": count_params(result.model),
+        "reload_max_abs_diff": _reload_difference(result.model, output_dir / "model", test),
         **{stage: {"epochs": _epochs_table(result.history.get(stage, {})),
                    "test": {k: float(v) for k, v in result.test.get(stage, {}).items()}}
            for stage in ("stage1", "stage2")},

@@ -144,6 +144,9 @@ def test_train_command_writes_model_and_metrics(search_run, cifar10_dir, tmp_pat
     assert stage1["epochs"][0]["c2i_ratio"] > 0  # latent signs moved during stage 1
     assert 0.0 <= stage1["test"]["accuracy"] <= 1.0 and 0.0 <= stage2["test"]["accuracy"] <= 1.0
     assert list((out / "logs" / "stage2" / "train").glob("events.out.tfevents.*"))
+    # the run compared the trained model with its reloaded copy on a test batch
+    assert metrics["reload_max_abs_diff"] == 0.0
+    assert metrics["params"] == bn.count_params(bn.load_model(out / "model"))
     # the saved model reloads with identical predictions
     model = bn.load_model(out / "model")
     data = bn.data.load("cifar10", cifar10_dir, limit=200)

@@ -532,15 +532,21 @@ def lce_net():
 def test_lce_network_converts_every_binary_conv(lce_net):
     model, fb, report = lce_net
     convs = binary_convs(model)
-    assert len(convs) == 8
+    # 8 op convs, plus the binary cell-input convs of the `lce` space: 1x1 pre0/pre1 in
+    # every cell, and in cell 2 (after a reduction) a factorized reduce of two 1x1 convs.
+    assert len(convs) == 8 + 7
+    assert {c for c in convs if "_pre" in c} == {
+        "cell0_pre0_conv", "cell0_pre1_conv", "cell1_pre0_conv", "cell1_pre1_conv",
+        "cell2_pre0_conv_a", "cell2_pre0_conv_b", "cell2_pre1_conv"}
     assert sorted(r.name for r in report.layers) == sorted(convs)
     assert report.all_converted and {r.op for r in report.layers} == {"LceBconv2d"}
     report.check_strict()  # what convert(..., strict=True) runs: passes
-    assert report.op_counts["LceBconv2d"] == 8 and report.unattributed_ops == []
+    assert report.op_counts["LceBconv2d"] == 15 and report.unattributed_ops == []
     # 64 and 128 channels form 2 and 4 groups of 32: LCE's grouped kernel runs them.
     assert {r.details["groups"] for r in report.layers} == {1, 2, 4}
-    # Binary kernels pack 32 weights to a word; stem, 1x1 and classifier stay float.
-    assert report.size_ratio > 3
+    # Binary kernels pack 32 weights to a word; the skips of the reduction cells repeat
+    # channels, so only the stem, cell 0's skip projection and the classifier hold floats.
+    assert report.size_ratio >= 10
     result = export.verify(model, fb, inputs(model, 16))
     assert result.passed and result.top1_agreement == 1.0
 
@@ -581,7 +587,7 @@ def test_stage1_network_reports_real_weights_then_stage2_exports(tmp_path, capsy
         "lce", SMALL_CELL, SMALL_CELL, nodes=1, layers=1, channels=32, binary_weights=False
     )
     report = export.conversion_report(stage1, export.convert(stage1), compare_float=False)
-    assert len(report.layers) == 2 and not report.converted_layers
+    assert len(report.layers) == 4 and not report.converted_layers  # 2 ops + 2 cell inputs
     for layer in report.layers:
         assert layer.reason == "kernel_quantizer is None: the layer has real weights"
         assert layer.fix == "train stage 2 (binary weights) before export"
@@ -596,8 +602,36 @@ def test_stage1_network_reports_real_weights_then_stage2_exports(tmp_path, capsy
 
     argv = [str(tmp_path / "model"), "--output", str(out), "--report", str(report_path)]
     assert _script().main([*argv, "--strict", "--verify", "16"], load_data=load_data) == 0
-    assert export.op_counts(out.read_bytes())["LceBconv2d"] == 2
+    assert export.op_counts(out.read_bytes())["LceBconv2d"] == 4
     data = json.loads(report_path.read_text())
-    assert data["summary"]["converted"] == data["summary"]["binary_layers"] == 2
+    assert data["summary"]["converted"] == data["summary"]["binary_layers"] == 4
     assert data["verification"]["top1_agreement"] == 1.0
     assert "Wrote" in capsys.readouterr().out
+
+
+def test_masked_grouped_convs_export_as_real_grouped_convs():
+    """build_network trains grouped convs as masked dense convs; export swaps them back."""
+    model = network("lce", SMALL_CELL, SMALL_CELL, nodes=1, layers=3, channels=64)
+    masked = [layer for layer in model.layers if isinstance(layer, bn.ops.GroupMaskedQuantConv2D)]
+    assert masked and {layer.mask_groups for layer in masked} == {2, 4, 8}
+    assert export.has_masked_groups(model)
+    native = export.native_groups(model)
+    assert not export.has_masked_groups(native) and [x.name for x in native.layers] == [
+        x.name for x in model.layers]
+    for layer in masked:
+        swapped = native.get_layer(layer.name)
+        assert type(swapped) is lq.layers.QuantConv2D and swapped.groups == layer.mask_groups
+        np.testing.assert_array_equal(swapped.kernel.latent_variable.numpy(),
+                                      layer.grouped_kernel())
+    x = inputs(model, 8)
+    np.testing.assert_allclose(native.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-4)
+    assert export.native_groups(native) is native  # nothing left to swap
+    # parameters as deployed: the masked zeros do not count
+    assert bn.count_params(model) == native.count_params() < model.count_params()
+    fb = export.convert(model)
+    report = export.conversion_report(model, fb)
+    assert report.all_converted
+    grouped = {r.name for r in report.layers if r.details["groups"] > 1}
+    assert grouped == {layer.name for layer in masked}
+    assert export.verify(model, fb, x).top1_agreement == 1.0

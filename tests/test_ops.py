@@ -622,3 +622,97 @@ def test_search_cell_config_round_trip():
     clone.set_weights(cell.get_weights())
     np.testing.assert_array_equal(clone([s0, s1], w, training=False).numpy(),
                                   cell([s0, s1], w, training=False).numpy())
+
+
+# --------------------------------------------------------------------------- masked groups
+
+
+def test_masked_group_kernel_is_block_diagonal_and_stays_so_in_training():
+    """Off-block entries start at 0 and keep a zero gradient, even under weight decay."""
+    tf.keras.utils.set_random_seed(3)
+    conv = ops.GroupMaskedQuantConv2D(8, 3, mask_groups=4, padding="same", use_bias=False,
+                                      input_quantizer="ste_sign",
+                                      kernel_regularizer=tf.keras.regularizers.L2(0.1))
+    model = tf.keras.Sequential([tf.keras.Input((6, 6, 8)), conv,
+                                 tf.keras.layers.GlobalAveragePooling2D()])
+    mask = np.kron(np.eye(4), np.ones((2, 2)))[None, None].astype(bool)
+    mask = np.broadcast_to(mask, conv.kernel.shape)
+    kernel = conv.kernel.numpy()
+    assert np.all(kernel[~mask] == 0) and np.count_nonzero(kernel[mask]) == mask.sum()
+    assert ops.active_entries(conv.kernel) == mask.sum() == 3 * 3 * 2 * 8
+    # the grouped conv's initializer fans: fan_in 3*3*2, not 3*3*8
+    dense = tf.keras.layers.Conv2D(8, 3, groups=4, use_bias=False)
+    dense.build((None, 6, 6, 8))
+    assert np.std(kernel[mask]) == pytest.approx(np.std(dense.kernel.numpy()), rel=0.35)
+    model.compile(tf.keras.optimizers.legacy.Adam(0.05), "mse")
+    x = np.random.default_rng(0).standard_normal((16, 6, 6, 8)).astype("float32")
+    model.fit(x, np.ones((16, 8), "float32"), epochs=3, verbose=0)
+    after = conv.kernel.numpy()
+    assert np.all(after[~mask] == 0)
+    assert not np.allclose(after[mask], kernel[mask])  # the real entries trained
+
+
+@pytest.mark.parametrize("space_name", ["bats", "lce"])
+def test_flip_ratio_counts_only_real_entries_of_masked_kernels(space_name):
+    from bnas_tf.flips import binarized_kernels
+
+    op = bn.SearchSpace.get(space_name).build_op("bin_conv_3x3", CHANNELS[space_name], 1,
+                                                  masked_groups=True)
+    op(_inputs(CHANNELS[space_name], seed=1), training=False)
+    (kernel,) = binarized_kernels(op)
+    groups = EXPECTED_GROUPS[space_name]
+    assert ops.active_entries(kernel) == kernel.shape.num_elements() // groups
+
+
+# --------------------------------------------------------------------------- lce cell inputs
+
+
+def test_lce_space_has_binary_cell_inputs_and_parameter_free_skips():
+    lce, bats = bn.SearchSpace.get("lce"), bn.SearchSpace.get("bats")
+    pre = lce.build_cell_input(32, reduction_prev=False)
+    assert isinstance(pre, ops.BinaryConvBN) and pre.kernel_size == 1 and pre.groups == 1
+    reduce = lce.build_cell_input(32, reduction_prev=True, binary_weights=True)
+    assert isinstance(reduce, ops.FactorizedReduce)
+    assert reduce.input_quantizer == "ste_sign" and reduce.kernel_quantizer == "ste_sign"
+    assert isinstance(bats.build_cell_input(32, False), ops.ConvBN)
+    plain = bats.build_cell_input(32, True)
+    assert isinstance(plain, ops.FactorizedReduce) and plain.input_quantizer is None
+    # skip_connect at stride 2 follows the space's cell-input setting
+    assert lce.build_op("skip_connect", 32, 2).input_quantizer == "ste_sign"
+    assert bats.build_op("skip_connect", 32, 2).input_quantizer is None
+    assert lce.parameter_free_skips and not bats.parameter_free_skips
+
+
+def test_binary_factorized_reduce_binarizes_and_round_trips():
+    layer = ops.FactorizedReduce(6, input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+    x = _inputs(4, seed=5, shape=(2, 7, 7))
+    y = layer(x, training=False)
+    assert y.shape == (2, 4, 4, 6)
+    for conv in (layer.conv_a, layer.conv_b):
+        assert conv.input_quantizer is not None and conv.kernel_quantizer is not None
+    # reference: ±1 inputs (the shifted half padded with 0 -> +1) times ±1 kernels, then BN
+    xs = np.where(x.numpy() >= 0, 1.0, -1.0)
+    shifted = np.pad(x.numpy()[:, 1:, 1:], [(0, 0), (0, 1), (0, 1), (0, 0)])
+    xb = np.where(shifted >= 0, 1.0, -1.0)
+    ka = np.where(layer.conv_a.kernel.latent_variable.numpy() >= 0, 1.0, -1.0)[0, 0]
+    kb = np.where(layer.conv_b.kernel.latent_variable.numpy() >= 0, 1.0, -1.0)[0, 0]
+    expected = np.concatenate([xs[:, ::2, ::2] @ ka, xb[:, ::2, ::2] @ kb], axis=-1)
+    np.testing.assert_allclose(y.numpy() * BN_SCALE, expected, rtol=1e-4, atol=1e-4)
+    clone = ops.FactorizedReduce.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize(("filters", "in_channels", "reduction", "free", "expected"), [
+    (64, 64, False, False, None),
+    (64, 32, False, False, "ConvBN"),
+    (64, 64, True, False, "ConvBN"),
+    (128, 64, True, True, "RepeatChannels"),
+    (64, 64, True, True, None),
+    (64, 48, False, True, "ConvBN"),  # not a multiple: falls back to the conv
+])
+def test_skip_projection(filters, in_channels, reduction, free, expected):
+    proj = ops.skip_projection(filters, in_channels, reduction, parameter_free=free)
+    assert (type(proj).__name__ if proj is not None else None) == expected
+    if expected == "RepeatChannels":
+        x = _inputs(in_channels, seed=2, shape=(1, 4, 4))
+        np.testing.assert_array_equal(proj(x).numpy(), np.concatenate([x.numpy()] * 2, -1))

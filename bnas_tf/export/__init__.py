@@ -11,7 +11,8 @@ Modules, one job each: `converter` (Keras -> LCE flatbuffer), `rules` (the conve
 rules, per layer), `report` (the per-layer report), `flatbuffer` (read a flatbuffer's
 ops), `float_baseline` (binarization removed, plain TFLite), `verification` (`verify`),
 `timing` (`benchmark`), `files` (checked, atomic output), `pipeline` (`export_model`,
-`load_eval_data`), `walk` (a model's layers and quantizers).
+`load_eval_data`), `walk` (a model's layers and quantizers), `groups` (masked grouped
+convs, as bnas_tf trains them, swapped for real grouped convs before conversion).
 
 Example:
     >>> import bnas_tf  # selects Keras 2 before TensorFlow
@@ -33,6 +34,7 @@ from bnas_tf.export.converter import convert, save_tflite
 from bnas_tf.export.files import check_writable
 from bnas_tf.export.flatbuffer import op_counts
 from bnas_tf.export.float_baseline import convert_float, float_equivalent
+from bnas_tf.export.groups import has_masked_groups, native_groups
 from bnas_tf.export.pipeline import ExportResult, export_model, load_eval_data
 from bnas_tf.export.report import ConversionReport, conversion_report
 from bnas_tf.export.rules import TARGETS, LayerReport
@@ -53,7 +55,9 @@ __all__ = [
     "export_model",
     "float_equivalent",
     "format_benchmark",
+    "has_masked_groups",
     "load_eval_data",
+    "native_groups",
     "op_counts",
     "save_tflite",
     "verify",

@@ -11,6 +11,7 @@ import tensorflow as tf
 from bnas_tf.errors import ExportError
 from bnas_tf.export._runtime import lce_module
 from bnas_tf.export.files import check_writable, write_file
+from bnas_tf.export.groups import native_groups
 from bnas_tf.export.report import conversion_report
 from bnas_tf.export.rules import check_target
 from bnas_tf.export.walk import binary_layers
@@ -48,6 +49,9 @@ def convert(
 ) -> bytes:
     """Convert a Larq Keras model to an LCE TFLite flatbuffer.
 
+    Masked grouped convs (how bnas_tf trains grouped binary convs) are first swapped
+    for real grouped convs (`native_groups`).
+
     Args:
         model: a built Keras model with Larq binary layers.
         output_path: if given, the flatbuffer is also written there atomically (a temporary
@@ -80,6 +84,7 @@ def convert(
             "input_quantizer), so LCE would only produce a float model. Export a binarized "
             "network, or pass allow_float=True to convert it anyway."
         )
+    model = native_groups(model)  # masked grouped convs (training) -> real grouped convs
     lce = lce_module()
     try:
         tflite_bytes = lce.convert_keras_model(model, target=target, **converter_kwargs)

@@ -6,6 +6,7 @@ import tensorflow as tf
 from larq import layers_base as _lq_base
 
 from bnas_tf.errors import ExportError
+from bnas_tf.export.groups import native_groups
 from bnas_tf.export.walk import is_larq_layer, walk
 
 _QUANTIZER_ATTRS = ("kernel_quantizer", "depthwise_quantizer", "pointwise_quantizer")
@@ -40,6 +41,7 @@ def float_equivalent(model: tf.keras.Model) -> tf.keras.Model:
     Raises:
         ExportError: the model cannot be cloned (e.g. a subclassed model).
     """
+    model = native_groups(model)  # a float grouped conv, not a masked dense one
     try:
         clone = tf.keras.models.clone_model(model)
         clone.set_weights(model.get_weights())

@@ -21,6 +21,7 @@ from bnas_tf.errors import ExportError
 from bnas_tf.export.files import write_file
 from bnas_tf.export.flatbuffer import bconv_key, parse_flatbuffer, pool_key
 from bnas_tf.export.float_baseline import convert_float
+from bnas_tf.export.groups import native_groups
 from bnas_tf.export.rules import GROUPED_HINT, LayerReport, check_layer, check_pools, check_target
 from bnas_tf.export.walk import binary_layers
 
@@ -235,6 +236,7 @@ def conversion_report(
     """
     check_target(target)
     fb = parse_flatbuffer(tflite_bytes)
+    model = native_groups(model)
     convs = [check_layer(path, layer, target) for path, layer in binary_layers(model)]
     unattributed = _attribute(convs, [bconv_key(d) for d in fb.bconvs], "LceBconv2d", "layer")
     pools = check_pools(model, target)

@@ -33,6 +33,41 @@ def _time(fn: Callable[[], Any], repeats: int, warmup: int) -> dict[str, float]:
     return {"median_ms": statistics.median(times), "min_ms": min(times)}
 
 
+def _time_interleaved(fns: Sequence[Callable[[], Any]], repeats: int, warmup: int
+                      ) -> list[dict[str, float]]:
+    """Time several functions in alternation, so that load changes hit all of them alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, acc in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            acc.append((time.perf_counter() - t0) * 1e3)
+    return [{"median_ms": statistics.median(t), "min_ms": min(t)} for t in times]
+
+
+def _lce_step(tflite_bytes, threads: int, option: str) -> Callable[[np.ndarray], Any]:
+    kernel, _, xnn = option.partition("+")
+    return lce_interpreter(tflite_bytes, num_threads=threads, use_xnnpack=bool(xnn),
+                           **LCE_KERNELS[kernel]).interpreter.predict
+
+
+def _float_step(float_tflite_bytes, threads: int, **kwargs):
+    it = tflite_interpreter(float_tflite_bytes, num_threads=threads, **kwargs)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+
+    def step(x1):
+        it.set_tensor(inp, x1)
+        it.invoke()
+        return it.get_tensor(out)
+
+    applied = any(d.get("op_name") == "DELEGATE" for d in it._get_ops_details())
+    return step, applied
+
+
 def _time_lce(tflite_bytes, x1, threads, kernels, xnnpack, grouped, repeats, warmup):
     """Every LCE kernel option's timing (or error) at `threads` threads."""
     runs: dict[str, dict[str, Any]] = {}
@@ -58,17 +93,8 @@ def _time_lce(tflite_bytes, x1, threads, kernels, xnnpack, grouped, repeats, war
 
 def _time_float(float_tflite_bytes, x1, threads, repeats, warmup, **kwargs):
     """`(timing, XNNPACK applied)` of the float flatbuffer in `tf.lite.Interpreter`."""
-    it = tflite_interpreter(float_tflite_bytes, num_threads=threads, **kwargs)
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-
-    def step():
-        it.set_tensor(inp, x1)
-        it.invoke()
-        return it.get_tensor(out)
-
-    applied = any(d.get("op_name") == "DELEGATE" for d in it._get_ops_details())
-    return _time(step, repeats, warmup), applied
+    step, applied = _float_step(float_tflite_bytes, threads, **kwargs)
+    return _time(lambda: step(x1), repeats, warmup), applied
 
 
 def benchmark(
@@ -86,9 +112,11 @@ def benchmark(
 
     For each thread count, every LCE kernel option ("bgemm" is LCE's default,
     "indirect_bgemm", "reference"; each with and without XNNPACK for the float ops) is
-    timed and the fastest is reported; the float flatbuffer runs in `tf.lite.Interpreter`
+    timed and the fastest is chosen; the float flatbuffer runs in `tf.lite.Interpreter`
     with its default delegates (XNNPACK; `float_xnnpack` says whether it applied) and
-    without them.
+    without them. The reported `lce_ms`, `float_ms` and `speedup` come from a final
+    head-to-head in which the fastest LCE option and the float model run in alternation,
+    so that a change in machine load affects both alike.
 
     Args:
         tflite_bytes: the LCE flatbuffer.
@@ -103,8 +131,9 @@ def benchmark(
     Returns:
         A JSON-ready dict: `size_bytes`, `float_size_bytes`, `size_ratio`, and `runs`, one
         entry per thread count with `lce` (every option's timing or error), `lce_best`,
-        `lce_ms`, `float_ms`, `float_xnnpack`, `float_builtin_ms` and `speedup`
-        (`float_ms / lce_ms`). Use `format_benchmark` to print it.
+        `lce_ms`, `float_ms`, `float_xnnpack`, `float_builtin_ms`, `speedup`
+        (`float_ms / lce_ms`, medians) and `speedup_min` (from the fastest runs).
+        Use `format_benchmark` to print it.
 
     Raises:
         ExportError: an unknown kernel name, or a bad flatbuffer.
@@ -124,21 +153,29 @@ def benchmark(
         lce_runs = _time_lce(tflite_bytes, x1, n, kernels, xnnpack, grouped, repeats, warmup)
         ok = {k: v for k, v in lce_runs.items() if "median_ms" in v}
         best = min(ok, key=lambda k: ok[k]["median_ms"]) if ok else None
-        flt, applied = _time_float(float_tflite_bytes, x1, n, repeats, warmup)
         builtin, _ = _time_float(
             float_tflite_bytes, x1, n, repeats, warmup, experimental_op_resolver_type=builtin_only
         )
-        lce_ms = ok[best]["median_ms"] if best else None
+        float_step, applied = _float_step(float_tflite_bytes, n)
+        if best:
+            lce_step = _lce_step(tflite_bytes, n, best)
+            lce_t, flt = _time_interleaved(
+                [lambda f=lce_step: f([x1]), lambda f=float_step: f(x1)], repeats, warmup)
+        else:
+            lce_t, flt = None, _time(lambda f=float_step: f(x1), repeats, warmup)
         result["runs"].append(
             {
                 "threads": n,
                 "lce": lce_runs,
                 "lce_best": best,
-                "lce_ms": lce_ms,
+                "lce_ms": lce_t["median_ms"] if lce_t else None,
+                "lce_min_ms": lce_t["min_ms"] if lce_t else None,
                 "float_ms": flt["median_ms"],
+                "float_min_ms": flt["min_ms"],
                 "float_xnnpack": applied,
                 "float_builtin_ms": builtin["median_ms"],
-                "speedup": flt["median_ms"] / lce_ms if lce_ms else None,
+                "speedup": flt["median_ms"] / lce_t["median_ms"] if lce_t else None,
+                "speedup_min": flt["min_ms"] / lce_t["min_ms"] if lce_t else None,
             }
         )
     return result
@@ -148,7 +185,8 @@ def format_benchmark(result: dict[str, Any]) -> str:
     """Human-readable table of a `benchmark` result."""
     lines = [
         f"Size: LCE {result['size_bytes']:,} B, float {result['float_size_bytes']:,} B "
-        f"({result['size_ratio']:.1f}x smaller); median of {result['repeats']} runs, batch 1"
+        f"({result['size_ratio']:.1f}x smaller); median of {result['repeats']} runs, batch 1; "
+        "LCE vs float timed in alternation"
     ]
     for run in result["runs"]:
         opts = ", ".join(
@@ -156,8 +194,10 @@ def format_benchmark(result: dict[str, Any]) -> str:
             for k, v in run["lce"].items()
         )
         xnn = "XNNPACK" if run["float_xnnpack"] else "no XNNPACK delegate"
-        best = f"LCE {run['lce_ms']:.3f} ms ({run['lce_best']})" if run["lce_ms"] else "LCE n/a"
-        speed = f", {run['speedup']:.2f}x float" if run["speedup"] else ""
+        best = (f"LCE {run['lce_ms']:.3f} ms ({run['lce_best']})" if run["lce_ms"]
+                else "LCE n/a")
+        speed = (f", {run['speedup']:.2f}x float (fastest runs {run['speedup_min']:.2f}x)"
+                 if run["speedup"] else "")
         lines.append(
             f"{run['threads']} thread(s): {best} vs float {run['float_ms']:.3f} ms ({xnn}; "
             f"builtin kernels {run['float_builtin_ms']:.3f} ms){speed}"
