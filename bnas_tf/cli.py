@@ -79,8 +79,10 @@ def _add_search(sub) -> None:
                          "and hierarchical masks, writes RUN/derived_model.keras too")
     hm.add_argument("--mask-threshold", type=float, default=5e-3,
                     help="threshold of op, edge and weight masks")
-    hm.add_argument("--mask-initial", type=float, default=1e-2,
-                    help="initial mask score (above the threshold: all on)")
+    hm.add_argument("--mask-initial", type=float, default=2e-2,
+                    help="initial op and edge mask score (above the threshold: all on)")
+    hm.add_argument("--weight-mask-initial", type=float, default=0.1,
+                    help="initial kernel mask score (above the threshold: all on)")
     hm.add_argument("--sparsity", type=float, default=0.0,
                     help="L1 strength on op and edge scores (0 disables)")
     hm.add_argument("--weight-sparsity", type=float, default=0.0,

@@ -76,6 +76,7 @@ from bnas_tf.layers import ArchitectureParameters, SearchCell
 from bnas_tf.masks import (
     DEFAULT_INITIAL,
     DEFAULT_THRESHOLD,
+    DEFAULT_WEIGHT_INITIAL,
     Sparsity,
     _KernelMaskMixin,
     masked_conv_from,
@@ -211,7 +212,7 @@ class HMNASCell(SearchCell):
     def __init__(self, space, filters: int, reduction: bool = False,
                  reduction_prev: bool = False, in_channels: int = 0, cell_skip: bool = True, *,
                  weight_threshold: float = DEFAULT_THRESHOLD,
-                 weight_initial: float = DEFAULT_INITIAL, weight_sparsity: float = 0.0,
+                 weight_initial: float = DEFAULT_WEIGHT_INITIAL, weight_sparsity: float = 0.0,
                  **kwargs):
         super().__init__(space, filters, reduction, reduction_prev, in_channels, cell_skip,
                          **kwargs)
@@ -261,8 +262,9 @@ class HMNASSuperNet(SuperNet):
             stem_multiplier, seed: as `SuperNet`.
         op_threshold, edge_threshold, weight_threshold: mask thresholds τ
             (default 5e-3 each).
-        op_initial, edge_initial, weight_initial: initial scores (default
-            1e-2 each: every mask starts on).
+        op_initial, edge_initial: initial op and edge scores (default 2e-2).
+        weight_initial: initial kernel scores (default 0.1). Every mask starts
+            on; `bnas_tf.masks` explains the gaps to the threshold.
         edge_weight_initial: initial edge weight β (default 1.0).
         sparsity: `Sparsity` strength on op and edge scores (default 0).
         weight_sparsity: `Sparsity` strength on kernel scores (default 0).
@@ -277,7 +279,8 @@ class HMNASSuperNet(SuperNet):
                  edge_threshold: float = DEFAULT_THRESHOLD,
                  weight_threshold: float = DEFAULT_THRESHOLD,
                  op_initial: float = DEFAULT_INITIAL, edge_initial: float = DEFAULT_INITIAL,
-                 weight_initial: float = DEFAULT_INITIAL, edge_weight_initial: float = 1.0,
+                 weight_initial: float = DEFAULT_WEIGHT_INITIAL,
+                 edge_weight_initial: float = 1.0,
                  sparsity: float = 0.0, weight_sparsity: float = 0.0, **kwargs):
         if not weight_initial > weight_threshold:
             raise ValueError(f"Expected weight_initial > weight_threshold (masks start on), got "

@@ -36,7 +36,7 @@ from bnas_tf import regularizers
 from bnas_tf._io import atomic_write_text
 from bnas_tf.genotype import Genotype
 from bnas_tf.hmnas import HMNASSuperNet, supernet_class
-from bnas_tf.masks import DEFAULT_INITIAL, DEFAULT_THRESHOLD
+from bnas_tf.masks import DEFAULT_INITIAL, DEFAULT_THRESHOLD, DEFAULT_WEIGHT_INITIAL
 from bnas_tf.search_space import SearchSpace
 from bnas_tf.supernet import SuperNet
 
@@ -77,6 +77,7 @@ class SearchConfig:
     method: str = "darts"
     mask_threshold: float = DEFAULT_THRESHOLD
     mask_initial: float = DEFAULT_INITIAL
+    weight_mask_initial: float = DEFAULT_WEIGHT_INITIAL
     sparsity: float = 0.0
     weight_sparsity: float = 0.0
 
@@ -112,9 +113,11 @@ def build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
                             input_quantizer=config.input_quantizer)
     kwargs = {}
     if config.method == "hmnas":
-        kwargs = {f"{level}_{what}": getattr(config, f"mask_{what}")
-                  for level in ("op", "edge", "weight") for what in ("threshold", "initial")}
-        kwargs.update(sparsity=config.sparsity, weight_sparsity=config.weight_sparsity)
+        kwargs = {f"{level}_threshold": config.mask_threshold
+                  for level in ("op", "edge", "weight")}
+        kwargs.update(op_initial=config.mask_initial, edge_initial=config.mask_initial,
+                      weight_initial=config.weight_mask_initial, sparsity=config.sparsity,
+                      weight_sparsity=config.weight_sparsity)
     net = supernet_class(config.method)(
         space, num_classes=num_classes, layers=config.layers, channels=config.channels,
         temperature=config.anneal_from or config.temperature, cell_skip=config.cell_skip,

@@ -147,8 +147,8 @@ def test_sparsity_is_a_keras_regularizer_on_the_scores():
     net = tiny_net(sparsity=0.5, weight_sparsity=0.25)
     x, _ = tiny_batches(4)
     net(x)
-    # 4 arch score variables at 1e-2 each; mean(|s|) = 1e-2
-    np.testing.assert_allclose(float(tf.add_n(net.arch.losses)), 4 * 0.5 * 1e-2, rtol=1e-5)
+    # 4 arch score variables, each at its initial value: mean(|s|) = 2e-2
+    np.testing.assert_allclose(float(tf.add_n(net.arch.losses)), 4 * 0.5 * 2e-2, rtol=1e-5)
     assert len(net.losses) == 4 + len(net.masked_convs())
     assert Sparsity.from_config(Sparsity(0.3).get_config()).strength == 0.3
 
@@ -174,7 +174,7 @@ def test_masks_switch_off_a_useless_op():
     tf.keras.utils.set_random_seed(0)
     space = bn.SearchSpace(["none", "skip_connect", "test_noise"], nodes=2)
     net = HMNASSuperNet(space, num_classes=3, layers=3, channels=4, seed=0, sparsity=0.05,
-                        cell_skip=False)
+                        op_initial=1e-2, edge_initial=1e-2, cell_skip=False)
     net.compile(optimizer=tf.keras.optimizers.legacy.Adam(1e-2),
                 arch_optimizer=tf.keras.optimizers.legacy.Adam(2e-3), arch_weight_decay=0.0)
     rng = np.random.default_rng(0)
