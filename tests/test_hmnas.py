@@ -237,6 +237,31 @@ def test_genotype_keeps_any_in_degree_and_derived_model_predicts_like_the_supern
     assert np.isfinite(before)
 
 
+def test_masks_combine_with_the_bnas_space_and_the_temperature_regularizer():
+    # dense binary convs (MaskedQuantConv2D, not grouped): the other weight-copy path
+    space = bn.SearchSpace.get("bnas", nodes=2)
+    net = HMNASSuperNet(space, num_classes=4, layers=2, channels=4, seed=0, sparsity=0.1)
+    net.compile(arch_optimizer=tf.keras.optimizers.legacy.Adam(1e-3),
+                arch_regularizer=bn.regularizers.Temperature(1.0), arch_weight_decay=0.0)
+    x, y = tiny_batches(16)
+    net(x)
+    alphas = tf.concat([net.arch.alpha_normal, net.arch.alpha_reduce], 0)
+    expected = net.arch_regularizer(alphas) + tf.add_n(net.arch.losses)
+    np.testing.assert_allclose(float(net.arch_regularization()), float(expected), rtol=1e-5)
+    assert float(tf.add_n(net.arch.losses)) > 0
+    assert float(net.arch_step(x[:8], y[:8], x[8:], y[8:])) > 0
+    net.weight_step(x[:8], y[:8])
+    conv = space.op_names.index("bin_conv_5x5")
+    set_scores(net.arch.op_scores_reduce, (slice(None), conv), 0.0)
+    c = mixed_convs(net, "reduce", 1)[0]  # layers=2: both cells reduce; bin_conv_3x3
+    set_scores(c.kernel_scores, (0, 0), 0.0)
+    assert isinstance(c, bn.masks.MaskedQuantConv2D)
+    model = net.derive_model()
+    assert "bin_conv_5x5" not in {n for e in sum(net.genotype().reduce.nodes, ()) for n in e.op_names}
+    np.testing.assert_allclose(model(x, training=False).numpy(),
+                               net(x, training=False).numpy(), rtol=1e-4, atol=1e-4)
+
+
 def test_config_round_trip_and_bad_input():
     net = tiny_net(op_threshold=0.1, op_initial=0.2, sparsity=0.01)
     x, _ = tiny_batches(4)
