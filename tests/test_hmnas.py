@@ -300,3 +300,9 @@ def test_search_run_hmnas_writes_genotype_and_derived_model(tmp_path):
     logs = result.history["epochs"][0]["logs"]
     for key in ("ops_on", "edges_on", "weights_on"):
         assert 0.0 <= logs[key] <= 1.0, key
+    # --resume with the same epochs re-derives from the checkpoint: the same network
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
+    again = run_search(config, out, resume=True, verbose=0)
+    assert again.derived_model_path == out / "derived_model.keras"
+    np.testing.assert_allclose(bn.load_model(again.derived_model_path)(x, training=False),
+                               model(x, training=False), rtol=1e-5, atol=1e-5)
