@@ -14,9 +14,10 @@ select_keras2()
 
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
-from bnas_tf import callbacks, data, errors, export, ops, regularizers  # noqa: E402
+from bnas_tf import callbacks, data, errors, export, hmnas, masks, ops, regularizers  # noqa: E402
 from bnas_tf.builder import build_network, count_params  # noqa: E402
 from bnas_tf.genotype import Cell, Edge, Genotype, derive_genotype  # noqa: E402
+from bnas_tf.hmnas import HMNASSuperNet  # noqa: E402
 from bnas_tf.saving import load_model  # noqa: E402
 from bnas_tf.search_space import SearchSpace  # noqa: E402
 from bnas_tf.supernet import SuperNet  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "Cell",
     "Edge",
     "Genotype",
+    "HMNASSuperNet",
     "SearchSpace",
     "SuperNet",
     "TwoStageResult",
@@ -41,7 +43,9 @@ __all__ = [
     "derive_genotype",
     "errors",
     "export",
+    "hmnas",
     "load_model",
+    "masks",
     "ops",
     "regularizers",
     "train_two_stage",

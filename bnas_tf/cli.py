@@ -3,6 +3,7 @@
     bnas-tf search --dataset cifar10 --data-dir DIR --space bats --layers 5 \\
         --channels 16 --epochs 2 --limit 2000 --output RUN
     bnas-tf search --output RUN --epochs 4 --resume     # continue an interrupted run
+    bnas-tf search --method hmnas ... --output RUN      # + RUN/derived_model.keras
     bnas-tf train --genotype RUN/genotype.json --dataset cifar10 --data-dir DIR \\
         --epochs 2,2 --limit 2000 --output TRAIN
 """
@@ -72,6 +73,20 @@ def _add_search(sub) -> None:
                    help="bfloat16 activations, float32 weights and α (faster, less memory on "
                         "CPUs with AVX512-BF16)")
     p.add_argument("--seed", type=int, default=0)
+    hm = p.add_argument_group("HM-NAS (--method hmnas)")
+    hm.add_argument("--method", default="darts", choices=("darts", "hmnas"),
+                    help="darts: softmax mixed ops, DARTS-rule derivation; hmnas: edge weights "
+                         "and hierarchical masks, writes RUN/derived_model.keras too")
+    hm.add_argument("--mask-threshold", type=float, default=5e-3,
+                    help="threshold of op, edge and weight masks")
+    hm.add_argument("--mask-initial", type=float, default=2e-2,
+                    help="initial op and edge mask score (above the threshold: all on)")
+    hm.add_argument("--weight-mask-initial", type=float, default=0.1,
+                    help="initial kernel mask score (above the threshold: all on)")
+    hm.add_argument("--sparsity", type=float, default=0.0,
+                    help="L1 strength on op and edge scores (0 disables)")
+    hm.add_argument("--weight-sparsity", type=float, default=0.0,
+                    help="L1 strength on kernel mask scores (0 disables)")
 
 
 def _epochs_pair(text: str) -> tuple[int, int]:
@@ -139,6 +154,8 @@ def _search(args) -> int:
     print(f"search finished in {result.seconds:.0f} s; {len(epochs)} epochs recorded; "
           f"val_accuracy {last.get('val_accuracy', float('nan')):.4f}")
     print(f"genotype: {result.output_dir / 'genotype.json'}")
+    if result.derived_model_path is not None:
+        print(f"derived model (searched weights): {result.derived_model_path}")
     return 0
 
 

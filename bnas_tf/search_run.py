@@ -6,7 +6,11 @@
 * `history.json`   – one entry per finished epoch: logs and op probabilities,
 * `genotype.json`  – the genotype derived after the last finished epoch,
 * `logs/`          – TensorBoard event files,
-* `checkpoints/`   – weights, α and both optimizers after every epoch.
+* `checkpoints/`   – weights, α and both optimizers after every epoch,
+* `derived_model.keras` – with `method="hmnas"` only: `net.derive_model()`,
+  the pruned network holding the searched weights (continue training it with
+  `bn.load_model`); rewritten atomically at the end of the run. To derive it
+  again from the checkpoints, `--resume` the run with the same `--epochs`.
 
 Example:
     >>> result = run_search(SearchConfig(dataset="cifar10", data_dir="data", space="bats",
@@ -31,6 +35,8 @@ from bnas_tf import data as data_lib
 from bnas_tf import regularizers
 from bnas_tf._io import atomic_write_text
 from bnas_tf.genotype import Genotype
+from bnas_tf.hmnas import HMNASSuperNet, supernet_class
+from bnas_tf.masks import DEFAULT_INITIAL, DEFAULT_THRESHOLD, DEFAULT_WEIGHT_INITIAL
 from bnas_tf.search_space import SearchSpace
 from bnas_tf.supernet import SuperNet
 
@@ -68,6 +74,15 @@ class SearchConfig:
     second_order: bool = False
     mixed_bfloat16: bool = False
     seed: int = 0
+    method: str = "darts"
+    mask_threshold: float = DEFAULT_THRESHOLD
+    mask_initial: float = DEFAULT_INITIAL
+    weight_mask_initial: float = DEFAULT_WEIGHT_INITIAL
+    sparsity: float = 0.0
+    weight_sparsity: float = 0.0
+
+    def __post_init__(self):
+        supernet_class(self.method)  # raises for unknown methods, naming the valid ones
 
     @classmethod
     def from_dict(cls, values: dict) -> SearchConfig:
@@ -84,6 +99,7 @@ class SearchResult:
     history: dict
     output_dir: Path
     seconds: float
+    derived_model_path: Path | None = None
 
 
 def build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
@@ -95,10 +111,17 @@ def build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     space = SearchSpace.get(config.space, nodes=config.nodes,
                             input_quantizer=config.input_quantizer)
-    net = SuperNet(space, num_classes=num_classes, layers=config.layers,
-                   channels=config.channels,
-                   temperature=config.anneal_from or config.temperature,
-                   cell_skip=config.cell_skip, seed=config.seed)
+    kwargs = {}
+    if config.method == "hmnas":
+        kwargs = {f"{level}_threshold": config.mask_threshold
+                  for level in ("op", "edge", "weight")}
+        kwargs.update(op_initial=config.mask_initial, edge_initial=config.mask_initial,
+                      weight_initial=config.weight_mask_initial, sparsity=config.sparsity,
+                      weight_sparsity=config.weight_sparsity)
+    net = supernet_class(config.method)(
+        space, num_classes=num_classes, layers=config.layers, channels=config.channels,
+        temperature=config.anneal_from or config.temperature, cell_skip=config.cell_skip,
+        seed=config.seed, **kwargs)
     terms = []
     if config.diversity:
         terms.append(regularizers.Diversity(config.diversity, tau=config.tau))
@@ -198,6 +221,12 @@ def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: b
                 validation_data=validation, callbacks=callbacks, verbose=verbose)
     genotype = net.genotype()
     genotype.save(output_dir / "genotype.json")
+    derived_path = None
+    if isinstance(net, HMNASSuperNet):
+        derived_path = output_dir / "derived_model.keras"
+        tmp = output_dir / ".derived_model.tmp.keras"
+        net.derive_model(input_shape=data.input_shape).save(tmp)
+        os.replace(tmp, derived_path)
     history_path = output_dir / "history.json"
     record = json.loads(history_path.read_text()) if history_path.exists() else {"epochs": []}
-    return SearchResult(genotype, record, output_dir, time.time() - start)
+    return SearchResult(genotype, record, output_dir, time.time() - start, derived_path)

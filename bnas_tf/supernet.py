@@ -110,9 +110,7 @@ class SuperNet(tf.keras.Model):
         self.space = SearchSpace.get(space)
         self.num_classes, self.num_layers, self.channels = num_classes, layers, channels
         self.cell_skip, self.stem_multiplier, self.seed = cell_skip, stem_multiplier, seed
-        self.arch = ArchitectureParameters(self.space.num_edges, self.space.num_ops,
-                                           temperature=temperature, seed=seed, name="arch",
-                                           dtype="float32")
+        self.arch = self._make_arch(temperature, seed)
         self.stem = ops.ConvBN(stem_multiplier * channels, 3, name="stem")
         self.cells = []
         c_prev, filters, reduction_prev = stem_multiplier * channels, channels, False
@@ -120,9 +118,8 @@ class SuperNet(tf.keras.Model):
         for i in range(layers):
             reduction = i in reductions
             filters = filters * 2 if reduction else filters
-            self.cells.append(SearchCell(self.space, filters, reduction, reduction_prev,
-                                         in_channels=c_prev, cell_skip=cell_skip,
-                                         name=f"cell_{i}"))
+            self.cells.append(self._make_cell(filters, reduction, reduction_prev, c_prev,
+                                              f"cell_{i}"))
             c_prev, reduction_prev = self.space.nodes * filters, reduction
         self.global_pool = tf.keras.layers.GlobalAveragePooling2D()
         # float32 logits also under a mixed-precision policy (numerically safe loss)
@@ -136,6 +133,18 @@ class SuperNet(tf.keras.Model):
         self._arch_enabled = True
         self._loss_tracker = tf.keras.metrics.Mean(name="loss")
         self._arch_loss_tracker = tf.keras.metrics.Mean(name="arch_loss")
+
+    # -- construction hooks (overridden by bnas_tf.hmnas.HMNASSuperNet) -------------------
+
+    def _make_arch(self, temperature: float, seed: int | None) -> ArchitectureParameters:
+        return ArchitectureParameters(self.space.num_edges, self.space.num_ops,
+                                      temperature=temperature, seed=seed, name="arch",
+                                      dtype="float32")
+
+    def _make_cell(self, filters: int, reduction: bool, reduction_prev: bool,
+                   in_channels: int, name: str) -> SearchCell:
+        return SearchCell(self.space, filters, reduction, reduction_prev,
+                          in_channels=in_channels, cell_skip=self.cell_skip, name=name)
 
     # -- architecture ----------------------------------------------------------------------
 
