@@ -306,3 +306,19 @@ def test_search_run_hmnas_writes_genotype_and_derived_model(tmp_path):
     assert again.derived_model_path == out / "derived_model.keras"
     np.testing.assert_allclose(bn.load_model(again.derived_model_path)(x, training=False),
                                model(x, training=False), rtol=1e-5, atol=1e-5)
+
+
+def test_derived_model_of_the_lce_space_predicts_like_the_supernet():
+    """`lce`: binary cell-input convs, binary factorized reduce, channel-repeating skips."""
+    space = bn.SearchSpace.get("lce", nodes=2, op_names=["none", "skip_connect", "bin_conv_3x3"])
+    net = HMNASSuperNet(space, num_classes=4, layers=3, channels=4, seed=0)
+    net.compile(optimizer=tf.keras.optimizers.legacy.Adam(1e-3),
+                arch_optimizer=tf.keras.optimizers.legacy.Adam(1e-3))
+    x, y = tiny_batches(16)
+    net.arch_step(x[:8], y[:8], x[8:], y[8:])
+    net.weight_step(x[:8], y[:8])
+    model = net.derive_model()
+    assert isinstance(model.get_layer("cell2_pre0_conv_a"), bn.ops.lq.layers.QuantConv2D)
+    assert type(model.get_layer("cell1_skip")).__name__ == "RepeatChannels"
+    np.testing.assert_allclose(model(x, training=False).numpy(),
+                               net(x, training=False).numpy(), rtol=1e-4, atol=1e-4)
