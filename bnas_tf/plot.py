@@ -317,8 +317,9 @@ def _draw_cell_matplotlib(ax: Axes, genotype: Genotype, kind: str, *,
         else:
             face, label = "lightblue", _node_label(state)
         text = f"${label}$" if "{" in label else label
+        pad = 0.4 if "{" in label else 0.9  # about the same circle for "c_{k-1}" and "3"
         ax.text(x, y, text, ha="center", va="center", fontsize=fontsize + 1, zorder=4,
-                bbox={"boxstyle": "circle,pad=0.4", "fc": face, "ec": "black", "lw": 0.8})
+                bbox={"boxstyle": f"circle,pad={pad}", "fc": face, "ec": "black", "lw": 0.8})
     xs = [p[0] for p in pos.values()]
     ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
     ax.set_ylim(-1.5, 1.5)
@@ -592,6 +593,7 @@ def plot_entropy(histories: Mapping[str, Any] | Mapping | str | os.PathLike | An
         ax.axhline(math.log(num_ops), color="gray", linestyle=":", linewidth=1)
         ax.set_title(f"{kind} cell", fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_matplotlib().ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("mean entropy (nats)")
     if len(loaded) > 1 or next(iter(loaded)):
@@ -679,6 +681,7 @@ def plot_flip_ratios(metrics: Mapping | str | os.PathLike | Any, *,
             offset += count
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch" + (" (stages in turn)" if len(stages) > 1 else ""))
+        ax.xaxis.set_major_locator(_matplotlib().ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if key == "ff_ratio" and log_scale:
             ax.set_yscale("log")
