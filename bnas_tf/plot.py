@@ -231,15 +231,15 @@ def cell_to_dot(genotype: Genotype, kind: str = "normal") -> str:
 
     lines = [f"digraph {kind} {{", '  rankdir=LR; node [style=filled, shape=rect, '
              'fontname="Helvetica", align=center]; edge [fontname="Helvetica", fontsize=10];',
-             f'  label={quote(f"{kind} cell")}; labelloc=t;',
-             '  s0 [label="c_{k-2}", fillcolor=darkseagreen2];',
-             '  s1 [label="c_{k-1}", fillcolor=darkseagreen2];']
+             f'  label={quote(f"{kind} cell")}; labelloc=t; fontname="Helvetica";',
+             '  s0 [label=<c<SUB>k-2</SUB>>, fillcolor=darkseagreen2];',
+             '  s1 [label=<c<SUB>k-1</SUB>>, fillcolor=darkseagreen2];']
     kept = set(cell.kept_nodes)
     for k in range(len(cell.nodes)):
         state = k + 2
         if state in kept:
             lines.append(f'  s{state} [label="{k}", fillcolor=lightblue, shape=circle];')
-    lines.append('  out [label="c_{k}", fillcolor=palegoldenrod];')
+    lines.append('  out [label=<c<SUB>k</SUB>>, fillcolor=palegoldenrod];')
     for k, edges in enumerate(cell.nodes):
         for edge in edges:
             main = max(edge.ops, key=lambda o: o[1])[0]
