@@ -191,6 +191,16 @@ def _edge_label(edge, show_weights: bool, short: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _is_zero(edge) -> bool:
+    """An edge whose only op is `none` (a selected zero op, or an HM-NAS pruned node)."""
+    return all(name == "none" for name in edge.op_names)
+
+
+def _dead_nodes(cell: Cell) -> set[int]:
+    """States of nodes that have inputs, all of them `none` (they output zeros)."""
+    return {k + 2 for k, edges in enumerate(cell.nodes) if edges and all(map(_is_zero, edges))}
+
+
 def _weighted(genotype: Genotype, cell: Cell) -> bool:
     """Whether any op or edge weight differs from 1 (or the genotype is HM-NAS style)."""
     if genotype.method != "darts":
@@ -234,14 +244,21 @@ def cell_to_dot(genotype: Genotype, kind: str = "normal") -> str:
              f'  label={quote(f"{kind} cell")}; labelloc=t; fontname="Helvetica";',
              '  s0 [label=<c<SUB>k-2</SUB>>, fillcolor=darkseagreen2];',
              '  s1 [label=<c<SUB>k-1</SUB>>, fillcolor=darkseagreen2];']
-    kept = set(cell.kept_nodes)
+    kept, dead = set(cell.kept_nodes), _dead_nodes(cell)
     for k in range(len(cell.nodes)):
         state = k + 2
-        if state in kept:
+        if state in dead:
+            lines.append(f'  s{state} [label="{k}", fillcolor=gray90, shape=circle, '
+                         'style="filled,dashed", fontcolor=gray50];')
+        elif state in kept:
             lines.append(f'  s{state} [label="{k}", fillcolor=lightblue, shape=circle];')
     lines.append('  out [label=<c<SUB>k</SUB>>, fillcolor=palegoldenrod];')
     for k, edges in enumerate(cell.nodes):
         for edge in edges:
+            if _is_zero(edge):
+                lines.append(f'  s{edge.source} -> s{k + 2} [label="none", color=gray70, '
+                             'fontcolor=gray50, style=dashed];')
+                continue
             main = max(edge.ops, key=lambda o: o[1])[0]
             width = max(0.5, 3.0 * abs(edge.weight)) if show_weights else 1.0
             lines.append(f"  s{edge.source} -> s{k + 2} [label={quote(_edge_label(edge, show_weights))}, "
@@ -277,6 +294,7 @@ def _draw_cell_matplotlib(ax: Axes, genotype: Genotype, kind: str, *,
     show_weights = _weighted(genotype, cell)
     colors = _op_colors(genotype)
     pos = _layout(cell)
+    dead = _dead_nodes(cell)
     node_points = 2.2 * fontsize  # node radius in points (text boxes stay round at any aspect)
     max_weight = max([abs(e.weight) for edges in cell.nodes for e in edges] or [1.0]) or 1.0
 
@@ -294,20 +312,25 @@ def _draw_cell_matplotlib(ax: Axes, genotype: Genotype, kind: str, *,
             (x1, y1), (x2, y2) = pos[edge.source], pos[target]
             adjacent = abs(x2 - x1) <= 1.7 and len(edges) <= 2
             rad = 0.0 if adjacent else (1 if i % 2 else -1) * (0.18 + 0.08 * (i // 2))
+            zero = _is_zero(edge)
             main = max(edge.ops, key=lambda o: o[1])[0]
             width = 0.8 + 2.2 * abs(edge.weight) / max_weight if show_weights else 1.4
-            arrow(edge.source, target, colors[main], width, rad)
+            if zero:  # a zero op: drawn faint and dashed, labelled "none"
+                arrow(edge.source, target, "0.7", 0.8, rad, linestyle="--")
+            else:
+                arrow(edge.source, target, colors[main], width, rad)
             cx = (x1 + x2) / 2 + rad * (y2 - y1)
             cy = (y1 + y2) / 2 - rad * (x2 - x1)
             t = 0.5 if len(edges) == 1 else 0.35 + 0.3 * i / (len(edges) - 1)
             lx = (1 - t) ** 2 * x1 + 2 * t * (1 - t) * cx + t ** 2 * x2
             ly = (1 - t) ** 2 * y1 + 2 * t * (1 - t) * cy + t ** 2 * y2
-            ax.text(lx, ly, _edge_label(edge, show_weights, short=True), fontsize=fontsize,
-                    ha="center", va="center", zorder=3, color="black",
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": colors[main],
-                          "lw": 0.6, "alpha": 0.85})
+            label = "none" if zero else _edge_label(edge, show_weights, short=True)
+            ax.text(lx, ly, label, fontsize=fontsize, ha="center", va="center", zorder=3,
+                    color="0.5" if zero else "black",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white",
+                          "ec": "0.7" if zero else colors[main], "lw": 0.6, "alpha": 0.85})
     for c in cell.concat:
-        arrow(c, "out", "gray", 0.9, 0.0, linestyle="--")
+        arrow(c, "out", "0.7" if c in dead else "gray", 0.9, 0.0, linestyle="--")
     # nodes: text in a round box whose size is set in points
     for state, (x, y) in pos.items():
         if state == "out":
@@ -315,16 +338,19 @@ def _draw_cell_matplotlib(ax: Axes, genotype: Genotype, kind: str, *,
         elif state in (0, 1):
             face, label = "#c1e1c1", _node_label(state)
         else:
-            face, label = "lightblue", _node_label(state)
+            face, label = ("0.92" if state in dead else "lightblue"), _node_label(state)
         text = f"${label}$" if "{" in label else label
         pad = 0.4 if "{" in label else 0.9  # about the same circle for "c_{k-1}" and "3"
         ax.text(x, y, text, ha="center", va="center", fontsize=fontsize + 1, zorder=4,
-                bbox={"boxstyle": f"circle,pad={pad}", "fc": face, "ec": "black", "lw": 0.8})
+                color="0.5" if state in dead else "black",
+                bbox={"boxstyle": f"circle,pad={pad}", "fc": face, "lw": 0.8,
+                      "ec": "0.5" if state in dead else "black",
+                      "linestyle": "--" if state in dead else "-"})
     xs = [p[0] for p in pos.values()]
     ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
     ax.set_ylim(-1.5, 1.5)
     ax.set_axis_off()
-    pruned = len(cell.nodes) - len(cell.kept_nodes)
+    pruned = len(cell.nodes) - len(cell.kept_nodes) + len(dead)
     title = f"{kind} cell" + (f" ({pruned} node{'s' * (pruned > 1)} pruned)" if pruned else "")
     ax.set_title(title, fontsize=fontsize + 3)
 
@@ -369,9 +395,11 @@ def plot_cell(genotype: Genotype | Mapping | str | os.PathLike, cell: str = "nor
     """Draw one cell of a genotype: nodes, edges labelled with their ops and weights.
 
     Inputs `c_{k-2}`, `c_{k-1}` are on the left, intermediate nodes in the
-    middle (pruned nodes are left out), the output `c_{k}` (the concatenation)
+    middle (nodes without inputs are left out), the output `c_{k}` (the concatenation)
     on the right. Each edge is coloured by its strongest op and labelled with
-    its ops; when weights carry information (HM-NAS genotypes, several ops on
+    its ops (an edge of only `none` is drawn faint and dashed, and a node
+    fed only by such edges, as HM-NAS marks a pruned node, is greyed out and
+    counted as pruned); when weights carry information (HM-NAS genotypes, several ops on
     an edge, or weights other than 1) every op shows its weight and the edge
     its weight β, and the line width follows β.
 

@@ -96,6 +96,24 @@ def test_hmnas_diagram_shows_every_edge_op_and_weight():
     assert 'bin_dil_conv_3x3 0.55\\navg_pool_3x3 0.45\\nβ=1.20' in dot
 
 
+def test_zero_edges_and_dead_nodes_are_marked(tmp_path):
+    """As HMNASSuperNet.genotype() keeps a pruned node: one `none` edge from input 1."""
+    g = hmnas_genotype()
+    nodes = list(g.normal.nodes)
+    nodes[2] = (Edge(1, (("none", 0.0),), 1.0),)
+    normal = Cell(tuple(nodes), concat=(2, 3, 4, 5))
+    genotype = Genotype(normal, g.reduce, g.space, method="hmnas")
+    fig = plot.plot_cell(genotype, "normal", engine="matplotlib", path=tmp_path / "n.png",
+                         figsize=FIGSIZE, dpi=DPI)
+    assert_png(tmp_path / "n.png", (300, 150))
+    ax = fig.axes[0]
+    assert ax.get_title() == "normal cell (1 node pruned)"
+    assert [t.get_text() for t in ax.texts].count("none") == 1
+    dot = plot.cell_to_dot(genotype, "normal")
+    assert 's1 -> s4 [label="none", color=gray70' in dot
+    assert "s4 [label=\"2\", fillcolor=gray90" in dot
+
+
 def test_darts_diagram_labels_only_op_names():
     genotype = space_genotype("bats")
     fig = plot.plot_cell(genotype, "reduce", engine="matplotlib")
