@@ -277,12 +277,20 @@ def _dot(source: str, fmt: str) -> bytes:
     return done.stdout
 
 
-def _layout(cell: Cell) -> dict[Any, tuple[float, float]]:
+def _spread(cells: Sequence[Cell]) -> float:
+    """Vertical stretch of the layout: room for many multi-line labels (HM-NAS), 1 to 2."""
+    lines = max((len(e.ops) + 1 for cell in cells for edges in cell.nodes for e in edges),
+                default=1)
+    busiest = max((len(edges) for cell in cells for edges in cell.nodes), default=1)
+    return min(2.0, max(1.0, lines * busiest / 6))
+
+
+def _layout(cell: Cell, spread: float = 1.0) -> dict[Any, tuple[float, float]]:
     """Node positions: inputs left, intermediate nodes in columns (zigzag), output right."""
-    positions: dict[Any, tuple[float, float]] = {0: (0.0, 1.0), 1: (0.0, -1.0)}
+    positions: dict[Any, tuple[float, float]] = {0: (0.0, spread), 1: (0.0, -spread)}
     kept = cell.kept_nodes
     for column, state in enumerate(kept, start=1):
-        positions[state] = (1.6 * column, 0.8 if column % 2 else -0.8)
+        positions[state] = (1.6 * column, 0.8 * spread if column % 2 else -0.8 * spread)
     positions["out"] = (1.6 * (len(kept) + 1), 0.0)
     return positions
 
@@ -293,7 +301,8 @@ def _draw_cell_matplotlib(ax: Axes, genotype: Genotype, kind: str, *,
     cell = getattr(genotype, kind)
     show_weights = _weighted(genotype, cell)
     colors = _op_colors(genotype)
-    pos = _layout(cell)
+    spread = _spread([getattr(genotype, k) for k in CELL_KINDS])
+    pos = _layout(cell, spread)
     dead = _dead_nodes(cell)
     node_points = 2.2 * fontsize  # node radius in points (text boxes stay round at any aspect)
     max_weight = max([abs(e.weight) for edges in cell.nodes for e in edges] or [1.0]) or 1.0
@@ -348,7 +357,10 @@ def _draw_cell_matplotlib(ax: Axes, genotype: Genotype, kind: str, *,
                       "linestyle": "--" if state in dead else "-"})
     xs = [p[0] for p in pos.values()]
     ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
-    ax.set_ylim(-1.5, 1.5)
+    ax.set_ylim(-1.5 * spread, 1.5 * spread)
+    # arcs bend in display space: with equal aspect the label positions computed in data
+    # space land on them
+    ax.set_aspect("equal", adjustable="box")
     ax.set_axis_off()
     pruned = len(cell.nodes) - len(cell.kept_nodes) + len(dead)
     title = f"{kind} cell" + (f" ({pruned} node{'s' * (pruned > 1)} pruned)" if pruned else "")
@@ -367,7 +379,8 @@ def _draw_cell_graphviz(ax: Axes, genotype: Genotype, kind: str, dpi: float) -> 
 
 def _default_cell_size(genotype: Genotype, kinds: Sequence[str]) -> tuple[float, float]:
     widest = max(len(getattr(genotype, k).kept_nodes) for k in kinds)
-    return (max(4.0, 1.8 * (widest + 2)) * len(kinds), 4.5)
+    spread = _spread([getattr(genotype, k) for k in CELL_KINDS])  # as the layout
+    return (max(4.0, 1.8 * (widest + 2)) * len(kinds), 4.5 * spread)
 
 
 def _cells_figure(genotype, kinds, path, engine, figsize, dpi, fontsize) -> Figure:
