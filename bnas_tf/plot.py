@@ -168,7 +168,7 @@ def _resolve_engine(engine: str) -> str:
     return engine
 
 
-def _node_label(state: int, kind: str | None = None) -> str:
+def _node_label(state: int) -> str:
     if state == 0:
         return "c_{k-2}"
     if state == 1:

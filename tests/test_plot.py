@@ -7,6 +7,7 @@ import bnas_tf as bn  # noqa: F401  (first: selects Keras 2 before TensorFlow is
 # isort: split
 import json
 import os
+import sys
 
 import larq as lq
 import numpy as np
@@ -147,6 +148,15 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         with pytest.raises(RuntimeError, match="dot"):
             plot.plot_cell(genotype, engine="graphviz")
     assert not list(tmp_path.iterdir())
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch):
+    for name in ("matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import matplotlib` now fails
+    with pytest.raises(ImportError, match=r"pip install bnas_tf\[plot\]"):
+        plot.plot_cell(space_genotype("bats"), engine="matplotlib")
+    with pytest.raises(ImportError, match=r"bnas_tf\[plot\]"):
+        bn.callbacks.ArchitectureBoard("logs")
 
 
 # -- search history ----------------------------------------------------------------------------
