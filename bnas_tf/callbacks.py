@@ -1,7 +1,8 @@
 """Keras callbacks: temperature schedules, the search history, weight-flip diagnostics.
 
 `FlipFlopRatio` and `ChangeToInitRatio` (AdamBNN's FF-ratio and C2I-ratio)
-live in `bnas_tf.flips` and are re-exported here.
+live in `bnas_tf.flips`, `ArchitectureBoard` (op-probability histograms and
+cell diagrams in TensorBoard) in `bnas_tf.board`; all are re-exported here.
 
 Example:
     >>> net.fit(pairs, epochs=50, callbacks=[
@@ -22,9 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from bnas_tf._io import atomic_write_text
+from bnas_tf.board import ArchitectureBoard
 from bnas_tf.flips import ChangeToInitRatio, FlipFlopRatio
 
-__all__ = ["TemperatureScheduler", "SearchHistory", "FlipFlopRatio", "ChangeToInitRatio"]
+__all__ = ["TemperatureScheduler", "SearchHistory", "FlipFlopRatio", "ChangeToInitRatio",
+           "ArchitectureBoard"]
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,8 @@ DATA_DIR=${DATA_DIR:-data}
 OUT=${OUT:-runs/demo}
 LIMIT=${LIMIT:-1000}
 
-# On the development machines and in CI an offline CIFAR-10 copy sits beside the
-# repository; elsewhere bnas-tf downloads CIFAR-10 into DATA_DIR.
-if [ ! -d "$DATA_DIR/cifar-10-batches-py" ] && [ -f ../shared/datasets/cifar10/make_cifar10.py ]; then
-  "$VENV/bin/python" ../shared/datasets/cifar10/make_cifar10.py batches "$DATA_DIR"
-fi
+# The offline CIFAR-10 copy beside the repository, if any; else bnas-tf downloads it.
+bash scripts/cifar10.sh "$VENV/bin/python" "$DATA_DIR"
 rm -rf "$OUT"
 
 "$VENV/bin/bnas-tf" search --dataset cifar10 --data-dir "$DATA_DIR" --limit "$LIMIT" \
