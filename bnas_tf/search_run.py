@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -214,6 +215,9 @@ def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: b
         _EpochCheckpoint(manager, output_dir / "genotype.json"),
         tf.keras.callbacks.TensorBoard(str(output_dir / "logs"), write_graph=False,
                                        profile_batch=0),
+        # op-probability histograms, and cell diagrams where matplotlib is installed
+        callbacks_lib.ArchitectureBoard(output_dir / "logs",
+                                        images=importlib.util.find_spec("matplotlib") is not None),
         *(extra_callbacks or []),
     ]
     if initial_epoch < config.epochs:

@@ -55,6 +55,10 @@ def test_search_writes_genotype_history_logs_and_checkpoints(search_run):
     assert probs.shape == (space.num_edges, space.num_ops)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert list((out / "logs" / "train").glob("events.out.tfevents.*"))
+    # ArchitectureBoard: op-probability histograms and the cell diagrams
+    tags = {v.tag for f in (out / "logs" / "architecture").glob("events.out.tfevents.*")
+            for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value}
+    assert {"op_probabilities/normal", "op_probabilities/reduce", "genotype"} <= tags
     assert (out / "checkpoints" / "checkpoint").exists()
     assert "genotype:" in done.stdout
 
