@@ -5,6 +5,7 @@
     bnas-tf search --output RUN --epochs 4 --resume     # continue an interrupted run
     bnas-tf train --genotype RUN/genotype.json --dataset cifar10 --data-dir DIR \\
         --epochs 2,2 --limit 2000 --output TRAIN
+    bnas-tf search ... --strategy mirrored        # all local GPUs (README "Scaling out")
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def _add_search(sub) -> None:
                    help="bfloat16 activations, float32 weights and α (faster, less memory on "
                         "CPUs with AVX512-BF16)")
     p.add_argument("--seed", type=int, default=0)
+    _add_strategy_argument(p)
 
 
 def _epochs_pair(text: str) -> tuple[int, int]:
@@ -95,6 +97,15 @@ def _add_data_arguments(p) -> None:
                    help="keep N training images and N/5 test images (quick runs)")
 
 
+def _add_strategy_argument(p) -> None:
+    from bnas_tf.distribute import STRATEGY_NAMES
+
+    p.add_argument("--strategy", default="default", choices=STRATEGY_NAMES,
+                   help="tf.distribute strategy: one device, all local GPUs (mirrored), or the "
+                        "machines in TF_CONFIG (multi_worker; only the chief writes --output); "
+                        "--batch-size is then the global batch")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a genotype's network in two stages",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -115,6 +126,7 @@ def _add_train(sub) -> None:
                    choices=("ste_sign", "magnitude_aware_sign"),
                    help="stage-2 weight binarizer (default: the genotype space's)")
     p.add_argument("--seed", type=int, default=0)
+    _add_strategy_argument(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,9 +143,9 @@ def _search(args) -> int:
     from bnas_tf.search_run import SearchConfig, run_search
 
     values = {k: v for k, v in vars(args).items()
-              if k not in ("command", "output", "resume", "verbose")}
+              if k not in ("command", "output", "resume", "verbose", "strategy")}
     result = run_search(SearchConfig(**values), args.output, resume=args.resume,
-                        verbose=1 if sys.stdout.isatty() else 2)
+                        verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
     epochs = result.history.get("epochs", [])
     last = epochs[-1]["logs"] if epochs else {}
     print(f"search finished in {result.seconds:.0f} s; {len(epochs)} epochs recorded; "
@@ -145,9 +157,10 @@ def _search(args) -> int:
 def _train(args) -> int:
     from bnas_tf.train_run import TrainConfig, run_training
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "output", "verbose")}
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("command", "output", "verbose", "strategy")}
     result = run_training(TrainConfig(**values), args.output,
-                          verbose=1 if sys.stdout.isatty() else 2)
+                          verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
     for stage in ("stage1", "stage2"):
         test = result.metrics[stage]["test"]
         if test:
