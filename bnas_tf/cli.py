@@ -104,6 +104,9 @@ def _add_strategy_argument(p) -> None:
                    help="tf.distribute strategy: one device, all local GPUs (mirrored), or the "
                         "machines in TF_CONFIG (multi_worker; only the chief writes --output); "
                         "--batch-size is then the global batch")
+    p.add_argument("--no-sync-batch-norm", dest="sync_batch_norm", action="store_false",
+                   help="with several replicas, keep per-replica batch norm statistics (less "
+                        "communication between machines) instead of global-batch ones")
 
 
 def _add_train(sub) -> None:

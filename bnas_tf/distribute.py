@@ -20,7 +20,10 @@ of replicas, and `SuperNet` scales its architecture regularizers the same way
 Batch normalization: a layer built while a strategy with more than one replica
 is active normalizes with statistics over the global batch
 (`synchronized=True`, see `sync_batch_norm`), so a replicated run computes
-what one device would with the same global batch.
+what one device would with the same global batch. This costs one all-reduce
+per layer and pass; across machines, `get_strategy(...,
+sync_batch_norm=False)` (CLI `--no-sync-batch-norm`) keeps per-replica
+statistics instead.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ STRATEGY_NAMES = ("default", "mirrored", "multi_worker")
 
 
 def get_strategy(name: str | tf.distribute.Strategy | None = "default", *,
-                 devices: list[str] | None = None) -> tf.distribute.Strategy:
+                 devices: list[str] | None = None,
+                 sync_batch_norm: bool = True) -> tf.distribute.Strategy:
     """The `tf.distribute.Strategy` called `name`.
 
     Args:
@@ -55,6 +59,11 @@ def get_strategy(name: str | tf.distribute.Strategy | None = "default", *,
             means "default".
         devices: for "mirrored": device names such as `["/gpu:0", "/gpu:1"]`
             (default: all GPUs, else the CPU).
+        sync_batch_norm: batch norm layers built in the strategy's scope
+            normalize with global-batch statistics (one all-reduce per layer
+            and pass). False keeps per-replica statistics: much less
+            communication between machines, but results then depend on the
+            number of replicas.
 
     Returns:
         The strategy. Create "multi_worker" at the start of the program, before
@@ -65,7 +74,7 @@ def get_strategy(name: str | tf.distribute.Strategy | None = "default", *,
             "multi_worker" with a malformed `TF_CONFIG`.
     """
     if isinstance(name, tf.distribute.Strategy):
-        return name
+        return _with_sync_batch_norm(name, sync_batch_norm)
     if name is None:
         name = "default"
     if not isinstance(name, str) or name not in STRATEGY_NAMES:
@@ -77,9 +86,16 @@ def get_strategy(name: str | tf.distribute.Strategy | None = "default", *,
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices)
+        return _with_sync_batch_norm(tf.distribute.MirroredStrategy(devices), sync_batch_norm)
     task_info()  # validate TF_CONFIG before TensorFlow reads it
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return _with_sync_batch_norm(tf.distribute.MultiWorkerMirroredStrategy(), sync_batch_norm)
+
+
+def _with_sync_batch_norm(strategy: tf.distribute.Strategy, sync: bool
+                          ) -> tf.distribute.Strategy:
+    if strategy is not tf.distribute.get_strategy() or tf.distribute.has_strategy():
+        strategy._bnas_tf_sync_batch_norm = bool(sync)  # read by `sync_batch_norm()`
+    return strategy
 
 
 def task_info() -> tuple[str | None, int | None, dict]:
@@ -168,6 +184,11 @@ def sync_batch_norm() -> bool:
     """True while a strategy with more than one replica is active (`strategy.scope()`).
 
     Batch norm layers built then use `synchronized=True`: statistics over the
-    global batch, so the result does not depend on how it is split.
+    global batch, so the result does not depend on how it is split. A strategy
+    from `get_strategy(..., sync_batch_norm=False)` turns this off.
     """
-    return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    if not tf.distribute.has_strategy():
+        return False
+    strategy = tf.distribute.get_strategy()
+    return (strategy.num_replicas_in_sync > 1
+            and getattr(strategy, "_bnas_tf_sync_batch_norm", True))

@@ -75,6 +75,7 @@ class SearchConfig:
     warmup_epochs: int = 0
     second_order: bool = False
     mixed_bfloat16: bool = False
+    sync_batch_norm: bool = True
     seed: int = 0
 
     @classmethod
@@ -185,7 +186,7 @@ def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: b
         bnas_tf.errors.DataError: the dataset cannot be loaded.
     """
     start = time.time()
-    strategy = distribute.get_strategy(strategy)  # first: multi_worker needs it before any op
+    strategy = distribute.get_strategy(strategy, sync_batch_norm=config.sync_batch_norm)  # first
     chief = distribute.is_chief(strategy)
     output_dir = Path(output_dir)
     config = _effective_config(output_dir, config, resume, chief)

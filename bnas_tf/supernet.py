@@ -58,6 +58,22 @@ def _learning_rate(optimizer) -> tf.Tensor:
     return tf.cast(lr, tf.float32)
 
 
+def _per_replica_share(logs: dict) -> dict:
+    """Each replica's logs divided by the number of replicas.
+
+    Keras sums the step outputs of all replicas (its "auto" reduction off
+    TPUs), and a metric read inside a replica gives that replica's running
+    value; the sum of the shares is then the mean over replicas, which is the
+    global value when the replicas see equally many examples (the search's
+    `drop_remainder` batches). Training epochs end with exact values anyway
+    (`SuperNet.get_metrics_result`).
+    """
+    replicas = num_replicas()
+    if replicas == 1:
+        return logs
+    return {k: v / replicas for k, v in logs.items()}
+
+
 class _SearchState(tf.keras.callbacks.Callback):
     """Keeps the supernet's epoch variable and warm-up switch in step with `fit`."""
 
@@ -332,11 +348,22 @@ class SuperNet(tf.keras.Model):
         loss, y_pred = self.weight_step(x_t, y_t)
         self._loss_tracker.update_state(loss * replicas)
         self.compiled_metrics.update_state(y_t, y_pred)
-        logs = {m.name: m.result() for m in self.metrics}
-        logs["entropy"] = self.arch.mean_entropy()
-        logs["alpha_entropy"] = self.arch.mean_entropy(tempered=False)
-        logs["temperature"] = tf.identity(self.arch.temperature)
-        return logs
+        return _per_replica_share({**{m.name: m.result() for m in self.metrics},
+                                   **self._arch_logs()})
+
+    def _arch_logs(self) -> dict:
+        return {"entropy": self.arch.mean_entropy(),
+                "alpha_entropy": self.arch.mean_entropy(tempered=False),
+                "temperature": tf.identity(self.arch.temperature)}
+
+    def get_metrics_result(self):
+        """Epoch logs: the metrics over all replicas, entropies and temperature.
+
+        Keras replaces a step's (summed) logs by these at the end of each
+        training epoch when the keys agree, which makes them exact under a
+        distribution strategy.
+        """
+        return {**super().get_metrics_result(), **self._arch_logs()}
 
     @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
@@ -345,7 +372,8 @@ class SuperNet(tf.keras.Model):
         loss = self.compiled_loss(y, y_pred, sample_weight)
         self._loss_tracker.update_state(loss * num_replicas())
         self.compiled_metrics.update_state(y, y_pred, sample_weight)
-        return {m.name: m.result() for m in self.metrics if m is not self._arch_loss_tracker}
+        return _per_replica_share({m.name: m.result() for m in self.metrics
+                                   if m is not self._arch_loss_tracker})
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         """`tf.keras.Model.fit` on `((x_train, y_train), (x_val, y_val))` batches."""

@@ -61,6 +61,7 @@ class TrainConfig:
     learning_rate: float | None = None
     weight_decay: float = 5e-6
     kernel_quantizer: str | None = None
+    sync_batch_norm: bool = True
     seed: int = 0
 
 
@@ -107,7 +108,7 @@ def run_training(config: TrainConfig, output_dir: str | os.PathLike, *,
         bnas_tf.errors.DataError: the dataset cannot be loaded.
     """
     start = time.time()
-    strategy = distribute.get_strategy(strategy)  # first: multi_worker needs it before any op
+    strategy = distribute.get_strategy(strategy, sync_batch_norm=config.sync_batch_norm)  # first
     output_dir = Path(output_dir)
     genotype = Genotype.load(config.genotype)
     data = data_lib.load(config.dataset, config.data_dir, limit=config.limit,

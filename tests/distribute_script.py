@@ -34,7 +34,7 @@ from bnas_tf.search_run import SearchConfig, run_search
 from bnas_tf.train_run import TrainConfig, run_training
 
 OPS = ["none", "skip_connect", "bin_conv_3x3"]
-TINY = dict(dataset="synthetic", limit=64, space="bats", layers=3, channels=4, nodes=2,
+TINY = dict(dataset="synthetic", limit=32, space="bats", layers=2, channels=4, nodes=2,
             batch_size=8, augment=False, arch_learning_rate=1e-2, seed=0)
 
 
@@ -55,13 +55,14 @@ def _train(strategy, initial, dataset, steps):
         # plain SGD: a wrongly scaled loss or regularizer changes the step size
         net.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.1),
                     arch_optimizer=tf.keras.optimizers.legacy.SGD(0.5),
-                    arch_regularizer=bn.regularizers.Diversity(1.0), arch_weight_decay=0.1)
+                    arch_regularizer=bn.regularizers.Diversity(1.0), arch_weight_decay=0.1,
+                    metrics=["accuracy"])
         net(tf.zeros((1, 8, 8, 3)))
     if initial is not None:
         net.set_weights(initial)
     start = net.get_weights()
-    net.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
-    return net, start
+    history = net.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    return net, start, {k: v[-1] for k, v in history.history.items()}
 
 
 def _groups(net) -> dict[str, list[int]]:
@@ -89,15 +90,16 @@ def equivalence() -> dict:
     y = data.y_train
     pairs = tf.data.Dataset.from_tensor_slices(((x[:32], y[:32]), (x[32:], y[32:]))).batch(16)
     tf.keras.utils.set_random_seed(0)
-    single, initial = _train(tf.distribute.get_strategy(), None, pairs, 2)
+    single, initial, logs_single = _train(tf.distribute.get_strategy(), None, pairs, 2)
     strategy = distribute.get_strategy("mirrored", devices=devices[:2])
-    mirrored, _ = _train(strategy, initial, pairs, 2)
+    mirrored, _, logs_mirrored = _train(strategy, initial, pairs, 2)
     w_single, w_mirrored = single.get_weights(), mirrored.get_weights()
     result = {"replicas": strategy.num_replicas_in_sync,
               "batch_norm_synchronized": [layer.synchronized for layer in mirrored.submodules
                                           if isinstance(layer,
                                                         tf.keras.layers.BatchNormalization)],
-              "genotypes_equal": single.genotype() == mirrored.genotype()}
+              "genotypes_equal": single.genotype() == mirrored.genotype(),
+              "logs_single": logs_single, "logs_mirrored": logs_mirrored}
     for group, index in _groups(single).items():
         result[f"{group}_diff"] = max(float(np.max(np.abs(w_single[i] - w_mirrored[i])))
                                       for i in index)
@@ -111,7 +113,9 @@ def equivalence() -> dict:
 
 def search(output: str) -> dict:
     strategy = distribute.get_strategy(os.environ.get("BNAS_STRATEGY", "default"))
-    result = run_search(tiny_search_config(epochs=1), output, strategy=strategy,
+    sync = os.environ.get("BNAS_SYNC_BATCH_NORM", "1") == "1"
+    result = run_search(tiny_search_config(epochs=1, sync_batch_norm=sync), output,
+                        strategy=strategy,
                         verbose=int(os.environ.get("BNAS_VERBOSE", "0")))
     return {"chief": distribute.is_chief(strategy),
             "replicas": strategy.num_replicas_in_sync,
