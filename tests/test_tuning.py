@@ -108,6 +108,22 @@ def test_train_hypermodel_with_hyperband(tmp_path):
     assert set(tuner.get_best_hyperparameters()[0].values) >= {"learning_rate", "weight_decay"}
 
 
+def test_train_hypermodel_with_bayesian_optimization(tmp_path):
+    pytest.importorskip("scipy", reason="BayesianOptimization needs keras-tuner[bayesian]")
+    data = bn.data.synthetic(32, 16, image_shape=IMAGE, num_classes=4, seed=0)
+    train = bn.data.make_dataset(data, batch_size=16, training=True, seed=0)
+    val = bn.data.make_dataset(data, batch_size=16)
+    hypermodel = tuning.TrainHyperModel(tiny_genotype(), num_classes=4, input_shape=IMAGE,
+                                        channels=4, layers=2, epochs=(1, 0))
+    tuner = kt.BayesianOptimization(hypermodel, objective="val_accuracy", max_trials=2,
+                                    num_initial_points=1, seed=0, directory=tmp_path,
+                                    project_name="bayes")
+    tuner.search(train, validation_data=val, verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
+    assert all(0.0 <= t.score <= 1.0 for t in trials)
+
+
 def test_train_hypermodel_rejects_missing_validation_data():
     hypermodel = tuning.TrainHyperModel(tiny_genotype(), num_classes=4, input_shape=IMAGE,
                                         channels=4, layers=2)
