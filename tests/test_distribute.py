@@ -225,3 +225,19 @@ def test_checkpoint_restores_and_two_stage_training_runs_under_mirrored_strategy
     for stage in ("stage1", "stage2"):
         assert 0.0 <= train["test"][stage]["accuracy"] <= 1.0
         assert np.isfinite(train["test"][stage]["loss"])
+
+
+def test_cli_strategy_options_reach_the_run_configs():
+    from bnas_tf.search_run import SearchConfig
+    from bnas_tf.train_run import TrainConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["search", "--output", "o", "--strategy", "mirrored",
+                              "--no-sync-batch-norm"])
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("command", "output", "resume", "verbose", "strategy")}
+    assert SearchConfig(**values).sync_batch_norm is False  # as cli._search builds it
+    args = parser.parse_args(["train", "--output", "o", "--genotype", "g.json"])
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("command", "output", "verbose", "strategy")}
+    assert TrainConfig(**values).sync_batch_norm is True
