@@ -19,6 +19,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from bnas_tf import ops
+from bnas_tf.distribute import sync_batch_norm
 from bnas_tf.genotype import Cell, Genotype
 from bnas_tf.layers import Scale
 from bnas_tf.search_space import SearchSpace
@@ -28,7 +29,8 @@ __all__ = ["build_network", "count_params"]
 
 
 def _bn(name: str) -> tf.keras.layers.BatchNormalization:
-    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name,
+                                              synchronized=sync_batch_norm())
 
 
 def _apply(layer: tf.keras.layers.Layer, x, name: str):

@@ -6,6 +6,7 @@
     bnas-tf search --method hmnas ... --output RUN      # + RUN/derived_model.keras
     bnas-tf train --genotype RUN/genotype.json --dataset cifar10 --data-dir DIR \\
         --epochs 2,2 --limit 2000 --output TRAIN
+    bnas-tf search ... --strategy mirrored        # all local GPUs (README "Scaling out")
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def _add_search(sub) -> None:
                     help="L1 strength on op and edge scores (0 disables)")
     hm.add_argument("--weight-sparsity", type=float, default=0.0,
                     help="L1 strength on kernel mask scores (0 disables)")
+    _add_strategy_argument(p)
 
 
 def _epochs_pair(text: str) -> tuple[int, int]:
@@ -110,6 +112,18 @@ def _add_data_arguments(p) -> None:
                    help="keep N training images and N/5 test images (quick runs)")
 
 
+def _add_strategy_argument(p) -> None:
+    from bnas_tf.distribute import STRATEGY_NAMES
+
+    p.add_argument("--strategy", default="default", choices=STRATEGY_NAMES,
+                   help="tf.distribute strategy: one device, all local GPUs (mirrored), or the "
+                        "machines in TF_CONFIG (multi_worker; only the chief writes --output); "
+                        "--batch-size is then the global batch")
+    p.add_argument("--no-sync-batch-norm", dest="sync_batch_norm", action="store_false",
+                   help="with several replicas, keep per-replica batch norm statistics (less "
+                        "communication between machines) instead of global-batch ones")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a genotype's network in two stages",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -130,6 +144,7 @@ def _add_train(sub) -> None:
                    choices=("ste_sign", "magnitude_aware_sign"),
                    help="stage-2 weight binarizer (default: the genotype space's)")
     p.add_argument("--seed", type=int, default=0)
+    _add_strategy_argument(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,9 +161,9 @@ def _search(args) -> int:
     from bnas_tf.search_run import SearchConfig, run_search
 
     values = {k: v for k, v in vars(args).items()
-              if k not in ("command", "output", "resume", "verbose")}
+              if k not in ("command", "output", "resume", "verbose", "strategy")}
     result = run_search(SearchConfig(**values), args.output, resume=args.resume,
-                        verbose=1 if sys.stdout.isatty() else 2)
+                        verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
     epochs = result.history.get("epochs", [])
     last = epochs[-1]["logs"] if epochs else {}
     print(f"search finished in {result.seconds:.0f} s; {len(epochs)} epochs recorded; "
@@ -162,9 +177,10 @@ def _search(args) -> int:
 def _train(args) -> int:
     from bnas_tf.train_run import TrainConfig, run_training
 
-    values = {k: v for k, v in vars(args).items() if k not in ("command", "output", "verbose")}
+    values = {k: v for k, v in vars(args).items()
+              if k not in ("command", "output", "verbose", "strategy")}
     result = run_training(TrainConfig(**values), args.output,
-                          verbose=1 if sys.stdout.isatty() else 2)
+                          verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
     for stage in ("stage1", "stage2"):
         test = result.metrics[stage]["test"]
         if test:

@@ -28,6 +28,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from bnas_tf.distribute import sync_batch_norm
 from bnas_tf.errors import SearchSpaceError
 
 __all__ = [
@@ -185,7 +186,8 @@ def get(identifier: str | OpFactory) -> OpFactory:
 
 def _batch_norm(affine: bool) -> tf.keras.layers.BatchNormalization:
     return tf.keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=1e-5, center=affine, scale=affine
+        momentum=BN_MOMENTUM, epsilon=1e-5, center=affine, scale=affine,
+        synchronized=sync_batch_norm(),
     )
 
 

@@ -12,6 +12,14 @@
   `bn.load_model`); rewritten atomically at the end of the run. To derive it
   again from the checkpoints, `--resume` the run with the same `--epochs`.
 
+Under a distribution strategy (`strategy="mirrored"` or `"multi_worker"`,
+see `bnas_tf.distribute`) the supernet and both optimizers are built in the
+strategy's scope and `batch_size` is the global batch of each half. In a
+multi-worker run only the chief writes to `output_dir`; the other workers
+save into temporary folders (saving is collective) that are deleted at the
+end. Resuming a multi-worker run reads the chief's checkpoints, so
+`output_dir` must be on a filesystem all workers share.
+
 Example:
     >>> result = run_search(SearchConfig(dataset="cifar10", data_dir="data", space="bats",
     ...                                  layers=5, channels=16, epochs=2, limit=2000),
@@ -33,7 +41,7 @@ import tensorflow as tf
 
 from bnas_tf import callbacks as callbacks_lib
 from bnas_tf import data as data_lib
-from bnas_tf import regularizers
+from bnas_tf import distribute, regularizers
 from bnas_tf._io import atomic_write_text
 from bnas_tf.genotype import Genotype
 from bnas_tf.hmnas import HMNASSuperNet, supernet_class
@@ -74,6 +82,7 @@ class SearchConfig:
     warmup_epochs: int = 0
     second_order: bool = False
     mixed_bfloat16: bool = False
+    sync_batch_norm: bool = True
     seed: int = 0
     method: str = "darts"
     mask_threshold: float = DEFAULT_THRESHOLD
@@ -103,13 +112,19 @@ class SearchResult:
     derived_model_path: Path | None = None
 
 
-def build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
-    """The compiled supernet a `SearchConfig` describes.
+def build_supernet(config: SearchConfig, num_classes: int,
+                   strategy: tf.distribute.Strategy | None = None) -> SuperNet:
+    """The compiled supernet a `SearchConfig` describes, built in `strategy`'s scope.
 
     With `mixed_bfloat16`, this sets Keras' global mixed-precision policy.
     """
     if config.mixed_bfloat16:
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    with distribute.get_strategy(strategy).scope():
+        return _build_supernet(config, num_classes)
+
+
+def _build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
     space = SearchSpace.get(config.space, nodes=config.nodes,
                             input_quantizer=config.input_quantizer)
     kwargs = {}
@@ -153,8 +168,12 @@ class _EpochCheckpoint(tf.keras.callbacks.Callback):
         self.model.genotype().save(self.genotype_path)
 
 
-def _effective_config(output_dir: Path, config: SearchConfig, resume: bool) -> SearchConfig:
-    """The settings to run with: the saved ones when resuming (with the new `epochs`)."""
+def _effective_config(output_dir: Path, config: SearchConfig, resume: bool,
+                      chief: bool = True) -> SearchConfig:
+    """The settings to run with: the saved ones when resuming (with the new `epochs`).
+
+    Only the chief refuses an existing search: it writes `config.json` itself.
+    """
     config_path = output_dir / "config.json"
     if resume:
         if not config_path.exists():
@@ -164,7 +183,7 @@ def _effective_config(output_dir: Path, config: SearchConfig, resume: bool) -> S
         saved = SearchConfig.from_dict(json.loads(config_path.read_text()))
         saved.epochs = config.epochs  # resuming may extend the run
         return saved
-    if config_path.exists():
+    if chief and config_path.exists():
         raise FileExistsError(
             f"{output_dir} already holds a search. Pass --resume to continue it, or choose "
             "another --output.")
@@ -172,12 +191,18 @@ def _effective_config(output_dir: Path, config: SearchConfig, resume: bool) -> S
 
 
 def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: bool = False,
-               extra_callbacks: list | None = None, verbose: int = 2) -> SearchResult:
+               extra_callbacks: list | None = None, verbose: int = 2,
+               strategy: str | tf.distribute.Strategy | None = "default") -> SearchResult:
     """Search, checkpointing every epoch; with `resume`, continue after the last one.
 
     On `resume` the saved settings are used (only `epochs` may change), and
     training restarts at the epoch after the newest checkpoint with its α,
-    weights and optimizer states.
+    weights and optimizer states (also under a strategy: the checkpoint does
+    not depend on the number of replicas).
+
+    Args:
+        strategy: "default", "mirrored", "multi_worker" or a
+            `tf.distribute.Strategy` (see `bnas_tf.distribute.get_strategy`).
 
     Raises:
         FileExistsError: the directory holds a search and `resume` is False.
@@ -185,38 +210,55 @@ def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: b
         bnas_tf.errors.DataError: the dataset cannot be loaded.
     """
     start = time.time()
+    strategy = distribute.get_strategy(strategy, sync_batch_norm=config.sync_batch_norm)  # first
+    chief = distribute.is_chief(strategy)
     output_dir = Path(output_dir)
-    config = _effective_config(output_dir, config, resume)
+    config = _effective_config(output_dir, config, resume, chief)
     data = data_lib.load(config.dataset, config.data_dir, limit=config.limit,
                          download=config.download, seed=config.seed)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
+    write_dir = distribute.worker_dir(output_dir, strategy)
+    try:
+        return _search(config, data, strategy, output_dir, write_dir, resume=resume,
+                       extra_callbacks=extra_callbacks, verbose=verbose, start=start)
+    finally:
+        distribute.cleanup_worker_dir(write_dir, output_dir)
+
+
+def _search(config, data, strategy, output_dir, write_dir, *, resume, extra_callbacks, verbose,
+            start) -> SearchResult:
+    write_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(write_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
     tf.keras.utils.set_random_seed(config.seed)
-    net = build_supernet(config, data.num_classes)
-    net(tf.zeros((1, *data.input_shape)))  # create variables before restoring into them
+    net = build_supernet(config, data.num_classes, strategy)
+    with strategy.scope():
+        net(tf.zeros((1, *data.input_shape)))  # create variables before restoring into them
     pairs = data_lib.search_pairs(data, batch_size=config.batch_size, augment=config.augment,
                                   seed=config.seed)
     validation = data_lib.make_dataset(data, batch_size=max(config.batch_size, 128))
     checkpoint = tf.train.Checkpoint(net=net, optimizer=net.optimizer,
                                      arch_optimizer=net.arch_optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, output_dir / "checkpoints", max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir / "checkpoints", max_to_keep=2)
     initial_epoch = 0
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint)
+    latest = tf.train.latest_checkpoint(str(output_dir / "checkpoints")) if resume else None
+    if latest:
+        with strategy.scope():
+            checkpoint.restore(latest)
         initial_epoch = int(net.epoch.numpy()) + 1
         log.info("Resuming %s at epoch %d", output_dir, initial_epoch + 1)
     callbacks = []
     if config.anneal_from:
         callbacks.append(callbacks_lib.TemperatureScheduler.anneal(
             config.anneal_from, config.temperature, config.epochs))
-    history = callbacks_lib.SearchHistory(output_dir / "history.json", resume=resume)
+    if resume and write_dir != output_dir and (output_dir / "history.json").exists():
+        (write_dir / "history.json").write_text((output_dir / "history.json").read_text())
+    history = callbacks_lib.SearchHistory(write_dir / "history.json", resume=resume)
     callbacks += [
         history,
-        _EpochCheckpoint(manager, output_dir / "genotype.json"),
-        tf.keras.callbacks.TensorBoard(str(output_dir / "logs"), write_graph=False,
+        _EpochCheckpoint(manager, write_dir / "genotype.json"),
+        tf.keras.callbacks.TensorBoard(str(write_dir / "logs"), write_graph=False,
                                        profile_batch=0),
         # op-probability histograms, and cell diagrams where matplotlib is installed
-        callbacks_lib.ArchitectureBoard(output_dir / "logs",
+        callbacks_lib.ArchitectureBoard(write_dir / "logs",
                                         images=importlib.util.find_spec("matplotlib") is not None),
         *(extra_callbacks or []),
     ]
@@ -224,13 +266,13 @@ def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: b
         net.fit(pairs, epochs=config.epochs, initial_epoch=initial_epoch,
                 validation_data=validation, callbacks=callbacks, verbose=verbose)
     genotype = net.genotype()
-    genotype.save(output_dir / "genotype.json")
+    genotype.save(write_dir / "genotype.json")
     derived_path = None
     if isinstance(net, HMNASSuperNet):
-        derived_path = output_dir / "derived_model.keras"
-        tmp = output_dir / ".derived_model.tmp.keras"
+        derived_path = write_dir / "derived_model.keras"
+        tmp = write_dir / ".derived_model.tmp.keras"
         net.derive_model(input_shape=data.input_shape).save(tmp)
         os.replace(tmp, derived_path)
-    history_path = output_dir / "history.json"
+    history_path = write_dir / "history.json"
     record = json.loads(history_path.read_text()) if history_path.exists() else {"epochs": []}
     return SearchResult(genotype, record, output_dir, time.time() - start, derived_path)

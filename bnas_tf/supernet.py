@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from bnas_tf import ops
 from bnas_tf import regularizers as regularizers_lib
+from bnas_tf.distribute import num_replicas, scale_for_replicas
 from bnas_tf.errors import DataError
 from bnas_tf.genotype import Genotype, derive_genotype
 from bnas_tf.layers import ArchitectureParameters, SearchCell
@@ -55,6 +56,22 @@ def _learning_rate(optimizer) -> tf.Tensor:
     if callable(lr):
         lr = lr(optimizer.iterations)
     return tf.cast(lr, tf.float32)
+
+
+def _per_replica_share(logs: dict) -> dict:
+    """Each replica's logs divided by the number of replicas.
+
+    Keras sums the step outputs of all replicas (its "auto" reduction off
+    TPUs), and a metric read inside a replica gives that replica's running
+    value; the sum of the shares is then the mean over replicas, which is the
+    global value when the replicas see equally many examples (the search's
+    `drop_remainder` batches). Training epochs end with exact values anyway
+    (`SuperNet.get_metrics_result`).
+    """
+    replicas = num_replicas()
+    if replicas == 1:
+        return logs
+    return {k: v / replicas for k, v in logs.items()}
 
 
 class _SearchState(tf.keras.callbacks.Callback):
@@ -227,6 +244,11 @@ class SuperNet(tf.keras.Model):
                              f"{arch_weight_decay!r} and {warmup_epochs!r}.")
         self.arch_weight_decay = float(arch_weight_decay)
         self.warmup_epochs = int(warmup_epochs)
+        if second_order and self.distribute_strategy.num_replicas_in_sync > 1:
+            raise ValueError(
+                "second_order=True is not supported with more than one replica (its virtual "
+                "weight step assigns per-replica weights); use the first-order search under "
+                "a distribution strategy.")
         self.second_order = bool(second_order)
         self._arch_enabled = int(self.epoch.numpy()) >= self.warmup_epochs
 
@@ -238,7 +260,11 @@ class SuperNet(tf.keras.Model):
         return metrics
 
     def arch_regularization(self) -> tf.Tensor:
-        """Architecture regularizers on all α (concatenated) plus the α weight decay."""
+        """Architecture regularizers on all α (concatenated) plus the α weight decay.
+
+        Unscaled: under a distribution strategy the architecture step divides
+        it by the number of replicas (their gradients are summed).
+        """
         alphas = tf.concat(self.arch.alphas, axis=0)
         total = 0.5 * self.arch_weight_decay * tf.reduce_sum(tf.square(alphas))
         if self.arch_regularizer is not None:
@@ -251,8 +277,8 @@ class SuperNet(tf.keras.Model):
 
     def _arch_gradients(self, x_t, y_t, x_v, y_v):
         with tf.GradientTape() as tape:
-            val_loss, _ = self._task_loss(x_v, y_v)
-            objective = val_loss + self.arch_regularization()
+            val_loss, _ = self._task_loss(x_v, y_v)  # mean over the global batch
+            objective = val_loss + scale_for_replicas(self.arch_regularization())
         if not self.second_order:
             return val_loss, tape.gradient(objective, self.arch_variables)
         return val_loss, self._unrolled_gradients(x_t, y_t, x_v, y_v)
@@ -294,7 +320,8 @@ class SuperNet(tf.keras.Model):
 
         First order: `∇α [L_val(w, α) + regularizers]`; with `second_order`,
         the unrolled DARTS gradient (which also uses the training batch).
-        Returns the validation loss.
+        Returns the validation loss (under a strategy: this replica's share
+        of the global mean, as Keras' `compiled_loss` returns it).
         """
         x_train, y_train, x_val, y_val = (tf.convert_to_tensor(t)
                                           for t in (x_train, y_train, x_val, y_val))
@@ -324,25 +351,38 @@ class SuperNet(tf.keras.Model):
                 "SuperNet.fit expects batches ((x_train, y_train), (x_val, y_val)) from two "
                 "halves of the training data; build them with "
                 "bnas_tf.data.search_pairs(x, y, batch_size=...).") from None
+        replicas = num_replicas()  # losses are shares of the global mean: report the mean
         if self._arch_enabled:
-            self._arch_loss_tracker.update_state(self.arch_step(x_t, y_t, x_v, y_v))
+            self._arch_loss_tracker.update_state(self.arch_step(x_t, y_t, x_v, y_v) * replicas)
         loss, y_pred = self.weight_step(x_t, y_t)
-        self._loss_tracker.update_state(loss)
+        self._loss_tracker.update_state(loss * replicas)
         self.compiled_metrics.update_state(y_t, y_pred)
-        logs = {m.name: m.result() for m in self.metrics}
-        logs["entropy"] = self.arch.mean_entropy()
-        logs["alpha_entropy"] = self.arch.mean_entropy(tempered=False)
-        logs["temperature"] = tf.identity(self.arch.temperature)
-        return logs
+        return _per_replica_share({**{m.name: m.result() for m in self.metrics},
+                                   **self._arch_logs()})
+
+    def _arch_logs(self) -> dict:
+        return {"entropy": self.arch.mean_entropy(),
+                "alpha_entropy": self.arch.mean_entropy(tempered=False),
+                "temperature": tf.identity(self.arch.temperature)}
+
+    def get_metrics_result(self):
+        """Epoch logs: the metrics over all replicas, entropies and temperature.
+
+        Keras replaces a step's (summed) logs by these at the end of each
+        training epoch when the keys agree, which makes them exact under a
+        distribution strategy.
+        """
+        return {**super().get_metrics_result(), **self._arch_logs()}
 
     @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self(x, training=False)
         loss = self.compiled_loss(y, y_pred, sample_weight)
-        self._loss_tracker.update_state(loss)
+        self._loss_tracker.update_state(loss * num_replicas())
         self.compiled_metrics.update_state(y, y_pred, sample_weight)
-        return {m.name: m.result() for m in self.metrics if m is not self._arch_loss_tracker}
+        return _per_replica_share({m.name: m.result() for m in self.metrics
+                                   if m is not self._arch_loss_tracker})
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         """`tf.keras.Model.fit` on `((x_train, y_train), (x_val, y_val))` batches."""

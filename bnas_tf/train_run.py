@@ -8,6 +8,10 @@
 * `config.json`   – the run's settings,
 * `logs/stage1`, `logs/stage2` – TensorBoard event files.
 
+Under a distribution strategy (`bnas_tf.distribute`) the network is built in
+its scope, `batch_size` is the global batch, and in a multi-worker run only
+the chief writes `output_dir` (other workers save into temporary folders).
+
 Example:
     >>> result = run_training(TrainConfig(genotype="RUN/genotype.json", data_dir="data",
     ...                                   epochs=(2, 2), limit=2000), "TRAIN")
@@ -28,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from bnas_tf import data as data_lib
+from bnas_tf import distribute
 from bnas_tf._io import atomic_write_text
 from bnas_tf.builder import build_network, count_params
 from bnas_tf.flips import ChangeToInitRatio, FlipFlopRatio
@@ -58,6 +63,7 @@ class TrainConfig:
     learning_rate: float | None = None
     weight_decay: float = 5e-6
     kernel_quantizer: str | None = None
+    sync_batch_norm: bool = True
     seed: int = 0
 
 
@@ -99,18 +105,33 @@ def _epochs_table(history: dict) -> list[dict]:
 
 
 def run_training(config: TrainConfig, output_dir: str | os.PathLike, *,
-                 verbose: int = 2) -> TrainResult:
+                 verbose: int = 2, strategy: str | tf.distribute.Strategy | None = "default"
+                 ) -> TrainResult:
     """Build the genotype's network, train it in two stages, save model and metrics.
+
+    Args:
+        strategy: "default", "mirrored", "multi_worker" or a
+            `tf.distribute.Strategy` (see `bnas_tf.distribute.get_strategy`).
 
     Raises:
         bnas_tf.errors.GenotypeError: the genotype file is missing or malformed.
         bnas_tf.errors.DataError: the dataset cannot be loaded.
     """
     start = time.time()
+    strategy = distribute.get_strategy(strategy, sync_batch_norm=config.sync_batch_norm)  # first
     output_dir = Path(output_dir)
     genotype = Genotype.load(config.genotype)
     data = data_lib.load(config.dataset, config.data_dir, limit=config.limit,
                          download=config.download, seed=config.seed)
+    write_dir = distribute.worker_dir(output_dir, strategy)
+    try:
+        with strategy.scope():
+            return _train(config, genotype, data, write_dir, verbose=verbose, start=start)
+    finally:
+        distribute.cleanup_worker_dir(write_dir, output_dir)
+
+
+def _train(config, genotype, data, output_dir, *, verbose, start) -> TrainResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "config.json",
                       json.dumps(dataclasses.asdict(config), indent=2))

@@ -249,9 +249,25 @@ def train_two_stage(model: tf.keras.Model, train_ds: tf.data.Dataset,
         callbacks: a list for both stages, or `stage (1 or 2) -> list`.
         verbose: `fit` verbosity.
 
+    Under a distribution strategy, build `model` in `strategy.scope()`; both
+    stages' copies are then made in the same scope (`model.distribute_strategy`)
+    and the datasets' batch size is the global batch.
+
     Returns:
         A `TwoStageResult`.
     """
+    strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    with strategy.scope():
+        return _train_two_stage(model, train_ds, val_ds, epochs=epochs,
+                                learning_rate=learning_rate, weight_decay=weight_decay,
+                                kernel_quantizer=kernel_quantizer, teacher=teacher,
+                                test_ds=test_ds, steps_per_epoch=steps_per_epoch,
+                                callbacks=callbacks, verbose=verbose)
+
+
+def _train_two_stage(model, train_ds, val_ds, *, epochs, learning_rate, weight_decay,
+                     kernel_quantizer, teacher, test_ds, steps_per_epoch, callbacks, verbose
+                     ) -> TwoStageResult:
     if len(epochs) != 2 or any(int(e) < 0 for e in epochs):
         raise ValueError(f"Expected epochs=(stage1, stage2) with non-negative integers, got "
                          f"{epochs!r}.")

@@ -1,0 +1,266 @@
+"""keras-tuner hypermodels: tune the search, or the training of a searched genotype.
+
+`SearchHyperModel` tunes the search's own hyperparameters (temperature T,
+diversity weight λ and decay τ, both learning rates, supernet width and
+depth). Its objective is the accuracy of the *derived* network: each trial
+searches, derives the genotype, trains the derived binary network briefly in
+two stages and reports its validation accuracy as `derived_val_accuracy`.
+`TrainHyperModel` tunes the two-stage training of one genotype (learning
+rate, stage-1 weight decay, width, depth) and reports `val_accuracy`.
+
+Both work with `RandomSearch`, `BayesianOptimization` and `Hyperband`, with
+`Tuner(distribution_strategy=bn.distribute.get_strategy("mirrored"))`, and
+with keras-tuner's distributed mode (one chief oracle, several workers,
+configured by `KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`,
+`KERASTUNER_ORACLE_PORT`; see the README, "Scaling out").
+
+Needs keras-tuner 1.3.5 (`pip install bnas_tf[tuner]`): 1.4.x rejects tf-keras
+models (keras-team/keras-tuner#1039). This is the only module importing it.
+
+Example:
+    >>> import keras_tuner as kt
+    >>> hypermodel = SearchHyperModel("bats", num_classes=10, derived_epochs=(2, 2))
+    >>> tuner = kt.RandomSearch(hypermodel, objective=SearchHyperModel.objective(),
+    ...                         max_trials=10, directory="TUNE", project_name="search")
+    >>> tuner.search(bn.data.search_pairs(data, batch_size=64), epochs=10,
+    ...              validation_data=bn.data.make_dataset(data, batch_size=128))
+    >>> tuner.get_best_hyperparameters()[0].values
+
+Fix a hyperparameter by passing `hyperparameters=` with `hp.Fixed(name, value)`
+to the tuner (keras-tuner then never tunes it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from bnas_tf import regularizers
+from bnas_tf.builder import build_network
+from bnas_tf.genotype import Genotype
+from bnas_tf.search_space import SearchSpace
+from bnas_tf.supernet import SuperNet
+from bnas_tf.training import train_two_stage
+
+try:
+    import keras_tuner as _kt
+except ImportError:  # keras-tuner is an optional dependency
+    _kt = None
+
+__all__ = ["SearchHyperModel", "TrainHyperModel", "DERIVED_OBJECTIVE"]
+
+log = logging.getLogger(__name__)
+
+DERIVED_OBJECTIVE = "derived_val_accuracy"
+"""Metric `SearchHyperModel.fit` reports: the derived network's validation accuracy."""
+
+_INSTALL = ("bnas_tf.tuning needs keras-tuner 1.3.5: `pip install bnas_tf[tuner]` (or "
+            "`pip install keras-tuner==1.3.5`; 1.4.x rejects tf-keras models, "
+            "keras-team/keras-tuner#1039).")
+
+
+def _keras_tuner():
+    if _kt is None:
+        raise ImportError(_INSTALL)
+    return _kt
+
+
+_HyperModel = _kt.HyperModel if _kt is not None else object
+
+
+def _choices(name: str, values) -> list[int]:
+    values = [values] if isinstance(values, int) else list(values)
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"Expected {name} to be a positive integer or a non-empty sequence of "
+                         f"them, got {values!r}.")
+    return values
+
+
+def _int_hp(hp, name: str, values: list[int], default: int | None = None) -> int:
+    if len(values) == 1:
+        return hp.Fixed(name, values[0])
+    return hp.Choice(name, values, default=default if default in values else values[0])
+
+
+def _stages(name: str, epochs) -> tuple[int, int]:
+    if isinstance(epochs, int):
+        epochs = (epochs, epochs)
+    epochs = tuple(epochs)
+    if len(epochs) != 2 or any(isinstance(e, bool) or not isinstance(e, int) or e < 0
+                               for e in epochs):
+        raise ValueError(f"Expected {name} to be (stage1, stage2) epochs >= 0, got {epochs!r}.")
+    return epochs
+
+
+def _input_shape(dataset: tf.data.Dataset, pairs: bool) -> tuple[int, ...]:
+    spec = dataset.element_spec
+    images = spec[0][0] if pairs else spec[0]
+    return tuple(images.shape[1:])
+
+
+class SearchHyperModel(_HyperModel):
+    """A supernet per trial; `fit` searches, then trains the derived network.
+
+    Hyperparameters (name: range, default): `temperature`: 0.05–1 log, 0.2;
+    `diversity` (λ): 0–2, 1.0; `tau` (τ, epochs): 1–20 log, 7.7;
+    `learning_rate`: 1e-4–1e-2 log, 1e-3; `arch_learning_rate`: 1e-4–1e-2
+    log, 3e-4; `channels` and `layers`: the given choices.
+
+    `fit(hp, model, pairs, validation_data=..., epochs=..., callbacks=...)`
+    takes what `tuner.search` gets: `pairs` from `bnas_tf.data.search_pairs`,
+    `validation_data` batches `(images, labels)`. It runs `SuperNet.fit` with
+    the tuner's callbacks (so `Hyperband` resumes supernets from earlier
+    rounds), derives the genotype, builds the derived network
+    (`derived_layers` × `derived_channels`, default: the supernet's) and
+    trains it with `train_two_stage` on the training halves of `pairs` for
+    `derived_epochs`. It returns `{"derived_val_accuracy", "derived_val_loss",
+    "search_val_accuracy"}`; use `objective=SearchHyperModel.objective()`.
+    The tuner's saved "best model" is a supernet: read the winning genotype
+    from a new search with `get_best_hyperparameters()`.
+
+    Args:
+        space: search space (name, config or `SearchSpace`).
+        num_classes: classifier outputs.
+        channels: supernet widths to choose from (an int fixes it).
+        layers: supernet depths to choose from.
+        search_epochs: supernet epochs when the tuner passes no `epochs`.
+        derived_epochs: `(stage1, stage2)` epochs of the derived network.
+        derived_layers, derived_channels: derived network size (None: the
+            supernet's).
+        seed: seed of α and of the derived network's initialization.
+
+    Raises:
+        ImportError: keras-tuner is not installed.
+    """
+
+    def __init__(self, space: SearchSpace | str | dict = "bats", *, num_classes: int = 10,
+                 channels: int | Sequence[int] = (8, 16, 32), layers: int | Sequence[int] = (5, 8),
+                 search_epochs: int = 10, derived_epochs: int | Sequence[int] = (1, 1),
+                 derived_layers: int | None = None, derived_channels: int | None = None,
+                 seed: int = 0, **kwargs):
+        _keras_tuner()
+        super().__init__(**kwargs)
+        self.space = SearchSpace.get(space)
+        self.num_classes = _choices("num_classes", num_classes)[0]
+        self.channels, self.layers = _choices("channels", channels), _choices("layers", layers)
+        self.search_epochs = _choices("search_epochs", search_epochs)[0]
+        self.derived_epochs = _stages("derived_epochs", derived_epochs)
+        self.derived_layers, self.derived_channels = derived_layers, derived_channels
+        self.seed = seed
+
+    @staticmethod
+    def objective():
+        """`keras_tuner.Objective("derived_val_accuracy", "max")`."""
+        return _keras_tuner().Objective(DERIVED_OBJECTIVE, direction="max")
+
+    def build(self, hp) -> SuperNet:
+        net = SuperNet(self.space, num_classes=self.num_classes,
+                       layers=_int_hp(hp, "layers", self.layers, 5),
+                       channels=_int_hp(hp, "channels", self.channels, 16),
+                       temperature=hp.Float("temperature", 0.05, 1.0, sampling="log",
+                                            default=0.2),
+                       seed=self.seed)
+        diversity = hp.Float("diversity", 0.0, 2.0, default=1.0)
+        tau = hp.Float("tau", 1.0, 20.0, sampling="log", default=7.7)
+        net.compile(
+            optimizer=tf.keras.optimizers.legacy.Adam(
+                hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)),
+            arch_optimizer=tf.keras.optimizers.legacy.Adam(
+                hp.Float("arch_learning_rate", 1e-4, 1e-2, sampling="log", default=3e-4),
+                beta_1=0.5, beta_2=0.999),
+            arch_regularizer=regularizers.Diversity(diversity, tau=tau) if diversity else None,
+            metrics=["accuracy"])
+        return net
+
+    def fit(self, hp, model: SuperNet, pairs: tf.data.Dataset, *, validation_data=None,
+            epochs: int | None = None, callbacks=None, verbose: int = 0, **kwargs) -> dict:
+        if validation_data is None:
+            raise ValueError("SearchHyperModel needs validation_data: batches (images, labels) "
+                             "on which the derived network is scored; pass "
+                             "tuner.search(pairs, validation_data=...).")
+        history = model.fit(pairs, epochs=epochs or self.search_epochs,
+                            validation_data=validation_data, callbacks=callbacks,
+                            verbose=verbose, **kwargs)
+        genotype = model.genotype()
+        with model.distribute_strategy.scope():
+            derived = build_network(
+                genotype, num_classes=model.num_classes,
+                layers=self.derived_layers or model.num_layers,
+                channels=self.derived_channels or model.channels,
+                input_shape=_input_shape(pairs, pairs=True), cell_skip=model.cell_skip)
+        train = pairs.map(lambda train_half, val_half: train_half)
+        result = train_two_stage(derived, train, validation_data, epochs=self.derived_epochs,
+                                 learning_rate=hp.get("learning_rate"), test_ds=validation_data,
+                                 verbose=verbose)
+        score = result.test["stage2"]
+        log.info("trial genotype %s: derived val_accuracy %.4f", genotype.to_json(None),
+                 score["accuracy"])
+        return {DERIVED_OBJECTIVE: float(score["accuracy"]),
+                "derived_val_loss": float(score["loss"]),
+                "search_val_accuracy": float(history.history.get("val_accuracy", [0.0])[-1])}
+
+
+class TrainHyperModel(_HyperModel):
+    """The derived network of one genotype per trial; `fit` trains it in two stages.
+
+    Hyperparameters: `learning_rate`: 1e-4–1e-2 log, 1e-3; `weight_decay`
+    (stage 1, conv kernels): 1e-7–1e-4 log, 5e-6; `channels`, `layers`: the
+    given choices. `fit(hp, model, train, validation_data=...)` runs
+    `train_two_stage` and returns `{"val_accuracy", "val_loss"}` of the
+    binary (stage-2) network; the tuner's callbacks see stage 2 only. An
+    `epochs` from the tuner (Hyperband) is used for each stage.
+
+    Args:
+        genotype: a `Genotype` or the path of a genotype JSON file.
+        num_classes: classifier outputs.
+        input_shape: `(height, width, channels)` of the images.
+        channels, layers: network sizes to choose from (an int fixes it).
+        epochs: `(stage1, stage2)` epochs when the tuner passes none.
+        kernel_quantizer: stage-2 weight binarizer (default: the genotype's).
+
+    Raises:
+        ImportError: keras-tuner is not installed.
+    """
+
+    def __init__(self, genotype: Genotype | str, *, num_classes: int = 10,
+                 input_shape: Sequence[int] = (32, 32, 3),
+                 channels: int | Sequence[int] = (16, 36), layers: int | Sequence[int] = (8,),
+                 epochs: int | Sequence[int] = (1, 1), kernel_quantizer: str | None = None,
+                 **kwargs):
+        _keras_tuner()
+        super().__init__(**kwargs)
+        self.genotype = genotype if isinstance(genotype, Genotype) else Genotype.load(genotype)
+        self.num_classes = _choices("num_classes", num_classes)[0]
+        self.input_shape = tuple(input_shape)
+        self.channels, self.layers = _choices("channels", channels), _choices("layers", layers)
+        self.epochs = _stages("epochs", epochs)
+        self.kernel_quantizer = kernel_quantizer or self.genotype.search_space.weight_quantizer
+
+    def build(self, hp) -> tf.keras.Model:
+        hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+        hp.Float("weight_decay", 1e-7, 1e-4, sampling="log", default=5e-6)
+        return build_network(self.genotype, num_classes=self.num_classes,
+                             layers=_int_hp(hp, "layers", self.layers, 8),
+                             channels=_int_hp(hp, "channels", self.channels, 36),
+                             input_shape=self.input_shape)
+
+    def fit(self, hp, model: tf.keras.Model, train: tf.data.Dataset, *, validation_data=None,
+            epochs: int | None = None, callbacks=None, verbose: int = 0, **kwargs) -> dict:
+        if validation_data is None:
+            raise ValueError("TrainHyperModel needs validation_data: batches (images, labels); "
+                             "pass tuner.search(train, validation_data=...).")
+        kwargs.pop("initial_epoch", None)  # Hyperband's; each stage starts at epoch 0
+        if kwargs:
+            raise TypeError(f"TrainHyperModel.fit got unexpected arguments {sorted(kwargs)}.")
+        stages = self.epochs if epochs is None else _stages("epochs", int(epochs))
+        tuner_callbacks = list(callbacks or [])
+        result = train_two_stage(model, train, validation_data, epochs=stages,
+                                 learning_rate=hp.get("learning_rate"),
+                                 weight_decay=hp.get("weight_decay"),
+                                 kernel_quantizer=self.kernel_quantizer, test_ds=validation_data,
+                                 callbacks=lambda stage: tuner_callbacks if stage == 2 else [],
+                                 verbose=verbose)
+        score = result.test["stage2"]
+        return {"val_accuracy": float(score["accuracy"]), "val_loss": float(score["loss"])}

@@ -1,0 +1,148 @@
+"""keras-tuner hypermodels: arguments, search space, local tuners, distributed chief + workers.
+
+The distributed run starts `tests/tuning_script.py` three times (chief oracle
+and two workers) on 127.0.0.1 with a free port; every process has a timeout
+and is killed when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+import bnas_tf as bn
+from bnas_tf import tuning
+
+kt = pytest.importorskip("keras_tuner")
+
+from test_distribute import free_ports, run_processes, script_env  # noqa: E402
+
+SCRIPT = Path(__file__).with_name("tuning_script.py")
+IMAGE = (8, 8, 3)
+OPS = ["none", "skip_connect", "bin_conv_3x3"]
+TIMEOUT = 420
+
+
+def tiny_data():
+    data = bn.data.synthetic(32, 16, image_shape=IMAGE, num_classes=4, seed=0)
+    pairs = bn.data.search_pairs(data, batch_size=8, seed=0)
+    val = bn.data.make_dataset(data, batch_size=16)
+    return data, pairs, val
+
+
+def tiny_genotype():
+    return bn.SuperNet(bn.SearchSpace(OPS, nodes=2), num_classes=4, layers=2, channels=4,
+                       seed=0).genotype()
+
+
+def test_missing_keras_tuner_gives_install_hint(monkeypatch):
+    monkeypatch.setattr(tuning, "_kt", None)
+    with pytest.raises(ImportError, match=r"pip install bnas_tf\[tuner\]"):
+        tuning.SearchHyperModel("bats")
+    with pytest.raises(ImportError, match="keras-tuner#1039"):
+        tuning.TrainHyperModel(tiny_genotype())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"channels": []}, "channels"),
+    ({"layers": [0]}, "layers"),
+    ({"derived_epochs": (1,)}, "derived_epochs"),
+    ({"derived_epochs": (1, -1)}, "derived_epochs"),
+])
+def test_bad_search_hypermodel_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tuning.SearchHyperModel(bn.SearchSpace(OPS, nodes=2), **kwargs)
+
+
+def test_search_hypermodel_declares_the_search_hyperparameters():
+    hypermodel = tuning.SearchHyperModel(bn.SearchSpace(OPS, nodes=2), num_classes=4,
+                                         channels=(4, 8), layers=3)
+    hp = kt.HyperParameters()
+    net = hypermodel.build(hp)
+    assert isinstance(net, bn.SuperNet) and net.arch_optimizer is not None
+    assert set(hp.values) == {"layers", "channels", "temperature", "diversity", "tau",
+                              "learning_rate", "arch_learning_rate"}
+    assert (net.num_layers, net.channels) == (3, 4)  # fixed depth; first width choice
+    assert net.temperature == pytest.approx(0.2)
+    assert float(net.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert float(net.arch_optimizer.learning_rate) == pytest.approx(3e-4)
+    assert hypermodel.objective().name == tuning.DERIVED_OBJECTIVE
+    assert hypermodel.objective().direction == "max"
+
+
+def test_search_hypermodel_with_random_search_scores_the_derived_network(tmp_path):
+    _, pairs, val = tiny_data()
+    hypermodel = tuning.SearchHyperModel(bn.SearchSpace(OPS, nodes=2), num_classes=4,
+                                         channels=4, layers=3, search_epochs=1,
+                                         derived_epochs=(1, 0))
+    tuner = kt.RandomSearch(hypermodel, objective=hypermodel.objective(), max_trials=1, seed=0,
+                            directory=tmp_path, project_name="search")
+    tuner.search(pairs, validation_data=val, verbose=0)
+    (trial,) = tuner.oracle.trials.values()
+    assert trial.status == "COMPLETED", trial.message
+    assert 0.0 <= trial.score <= 1.0
+    assert trial.metrics.exists("search_val_accuracy")  # the supernet's own, reported apart
+    best = tuner.get_best_hyperparameters()[0]
+    assert best.values["layers"] == 3 and 0.05 <= best.values["temperature"] <= 1.0
+
+
+def test_train_hypermodel_with_hyperband(tmp_path):
+    data = bn.data.synthetic(32, 16, image_shape=IMAGE, num_classes=4, seed=0)
+    train = bn.data.make_dataset(data, batch_size=16, training=True, seed=0)
+    val = bn.data.make_dataset(data, batch_size=16)
+    hypermodel = tuning.TrainHyperModel(tiny_genotype(), num_classes=4, input_shape=IMAGE,
+                                        channels=4, layers=2)
+    tuner = kt.Hyperband(hypermodel, objective="val_accuracy", max_epochs=2, factor=2,
+                         hyperband_iterations=1, seed=0, directory=tmp_path,
+                         project_name="train")
+    tuner.search(train, validation_data=val, verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) >= 2
+    assert all(t.status == "COMPLETED" for t in trials), [t.message for t in trials]
+    # Hyperband's second round continues from the first round's saved weights
+    assert any("tuner/trial_id" in t.hyperparameters.values for t in trials)
+    assert set(tuner.get_best_hyperparameters()[0].values) >= {"learning_rate", "weight_decay"}
+
+
+def test_train_hypermodel_with_bayesian_optimization(tmp_path):
+    pytest.importorskip("scipy", reason="BayesianOptimization needs keras-tuner[bayesian]")
+    data = bn.data.synthetic(32, 16, image_shape=IMAGE, num_classes=4, seed=0)
+    train = bn.data.make_dataset(data, batch_size=16, training=True, seed=0)
+    val = bn.data.make_dataset(data, batch_size=16)
+    hypermodel = tuning.TrainHyperModel(tiny_genotype(), num_classes=4, input_shape=IMAGE,
+                                        channels=4, layers=2, epochs=(1, 0))
+    tuner = kt.BayesianOptimization(hypermodel, objective="val_accuracy", max_trials=2,
+                                    num_initial_points=1, seed=0, directory=tmp_path,
+                                    project_name="bayes")
+    tuner.search(train, validation_data=val, verbose=0)
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
+    assert all(0.0 <= t.score <= 1.0 for t in trials)
+
+
+def test_train_hypermodel_rejects_missing_validation_data():
+    hypermodel = tuning.TrainHyperModel(tiny_genotype(), num_classes=4, input_shape=IMAGE,
+                                        channels=4, layers=2)
+    hp = kt.HyperParameters()
+    model = hypermodel.build(hp)
+    with pytest.raises(ValueError, match="validation_data"):
+        hypermodel.fit(hp, model, tf.data.Dataset.from_tensors((tf.zeros((1, *IMAGE)), [0])))
+
+
+def test_distributed_keras_tuner_chief_and_two_workers(tmp_path):
+    (port,) = free_ports(1)
+    common = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+    ids = ("chief", "tuner0", "tuner1")
+    results = run_processes([[sys.executable, str(SCRIPT), str(tmp_path / "tune")]] * 3,
+                            [script_env(KERASTUNER_TUNER_ID=i, **common) for i in ids],
+                            tmp_path / "logs", timeout=TIMEOUT)
+    chief, *workers = results
+    assert chief["statuses"] == ["COMPLETED"] * 3
+    assert sum(w["trials_run"] for w in workers) == 3
+    assert set(chief["best_hyperparameters"]) >= {"learning_rate", "weight_decay", "channels"}
+    assert chief["best_score"] == max(chief["scores"])
+    assert os.path.isdir(tmp_path / "tune" / "distributed")
