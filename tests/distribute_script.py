@@ -8,7 +8,9 @@ Modes:
         global batch, same initial values; prints the largest differences.
     search OUTPUT: a tiny `run_search` under the strategy named by
         $BNAS_STRATEGY (TF_CONFIG from the environment for multi_worker);
-        prints the genotype and whether this process is the chief.
+        prints the genotype and whether this process is the chief; with
+        $BNAS_TRAIN=1, then two-stage training of that genotype under the same
+        strategy (`run_training`, output OUTPUT/TRAIN).
     restore OUTPUT: resume OUTPUT's search under MirroredStrategy over two
         logical CPUs (prints restored vs saved α), then train its genotype in
         two stages under the same strategy (`run_training`).
@@ -117,9 +119,18 @@ def search(output: str) -> dict:
     result = run_search(tiny_search_config(epochs=1, sync_batch_norm=sync), output,
                         strategy=strategy,
                         verbose=int(os.environ.get("BNAS_VERBOSE", "0")))
-    return {"chief": distribute.is_chief(strategy),
-            "replicas": strategy.num_replicas_in_sync,
-            "genotype": result.genotype.to_dict()}
+    out = {"chief": distribute.is_chief(strategy),
+           "replicas": strategy.num_replicas_in_sync,
+           "genotype": result.genotype.to_dict()}
+    if os.environ.get("BNAS_TRAIN") == "1":  # then `bnas-tf train` under the same strategy
+        trained = run_training(TrainConfig(genotype=os.path.join(output, "genotype.json"),
+                                           dataset="synthetic", limit=64, layers=2, channels=4,
+                                           epochs=(1, 1), batch_size=16, augment=False,
+                                           sync_batch_norm=sync),
+                               os.path.join(output, "TRAIN"), strategy=strategy, verbose=0)
+        out["train"] = {stage: trained.metrics[stage]["test"] for stage in ("stage1", "stage2")}
+        out["train_weights_sum"] = float(sum(np.abs(w).sum() for w in trained.model.get_weights()))
+    return out
 
 
 def restore(output: str) -> dict:

@@ -194,21 +194,30 @@ def test_mirrored_two_cpus_matches_one_device_with_same_global_batch(tmp_path):
         assert mirrored[key] == pytest.approx(single[key], rel=1e-4, abs=1e-5), key
 
 
-def test_multi_worker_search_gives_identical_genotypes_and_only_chief_writes(tmp_path):
+def test_multi_worker_search_and_training_agree_and_only_chief_writes(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     output = tmp_path / "RUN"  # the same --output on both, as on a shared filesystem
     # per-replica batch norm: synchronized BN costs one all-reduce per layer and pass,
     # far too slow between processes on a shared 2-core machine (its math is tested above)
-    envs = [script_env(BNAS_STRATEGY="multi_worker", BNAS_SYNC_BATCH_NORM="0", TF_CONFIG=json.dumps(
-        {"cluster": cluster, "task": {"type": "worker", "index": i}})) for i in range(2)]
+    envs = [script_env(BNAS_STRATEGY="multi_worker", BNAS_SYNC_BATCH_NORM="0", BNAS_TRAIN="1",
+                       TF_CONFIG=json.dumps({"cluster": cluster,
+                                             "task": {"type": "worker", "index": i}}))
+            for i in range(2)]
     chief, worker = run_scripts([["search", output]] * 2, envs, tmp_path / "logs")
     assert chief["chief"] and not worker["chief"]
     assert chief["replicas"] == worker["replicas"] == 2
     assert chief["genotype"] == worker["genotype"]
     assert bn.Genotype.load(output / "genotype.json").to_dict() == chief["genotype"]
     assert sorted(p.name for p in output.iterdir()) == [
-        "checkpoints", "config.json", "genotype.json", "history.json", "logs"]
+        "TRAIN", "checkpoints", "config.json", "genotype.json", "history.json", "logs"]
+    # two-stage training of that genotype under the same strategy: the workers hold the
+    # same weights and test results; only the chief saved the model and metrics
+    assert chief["train"] == worker["train"]
+    assert chief["train_weights_sum"] == pytest.approx(worker["train_weights_sum"], rel=1e-6)
+    assert (output / "TRAIN" / "model").is_dir()
+    assert json.loads((output / "TRAIN" / "metrics.json").read_text())["stage2"]["test"] == (
+        chief["train"]["stage2"])
     probs = np.asarray(chief["genotype"]["probabilities"]["normal"])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
 
