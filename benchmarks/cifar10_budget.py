@@ -50,6 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from bnas_tf._io import atomic_write_text
+from bnas_tf.cli import epochs_pair
 
 JPEG_NOTE = ("Note: the offline CIFAR-10 copy of the development machines is stored as JPEG "
              "(quality 75); accuracies on it run a few tenths of a point below those on the "
@@ -59,17 +60,6 @@ STAGES = 3
 
 
 # --------------------------------------------------------------------------- arguments
-
-
-def parse_epochs(text: str) -> tuple[int, int]:
-    try:
-        s1, s2 = (int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected two comma-separated epoch counts like 2,2, got {text!r}") from None
-    if s1 < 0 or s2 < 0:
-        raise argparse.ArgumentTypeError(f"expected non-negative epoch counts, got {text!r}")
-    return s1, s2
 
 
 def positive_int(text: str) -> int:
@@ -92,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cells of the derived networks")
     parser.add_argument("--channels", type=positive_int, default=32,
                         help="initial channels of the derived networks")
-    parser.add_argument("--epochs", type=parse_epochs, default=(2, 2),
+    parser.add_argument("--epochs", type=epochs_pair, default=(2, 2),
                         help="two-stage budget: stage-1,stage-2 epochs")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--random-samples", type=positive_int, default=20,

@@ -91,7 +91,8 @@ def _add_search(sub) -> None:
     _add_strategy_argument(p)
 
 
-def _epochs_pair(text: str) -> tuple[int, int]:
+def epochs_pair(text: str) -> tuple[int, int]:
+    """argparse type of `--epochs STAGE1,STAGE2` (also used by the benchmarks)."""
     try:
         first, second = (int(v) for v in text.split(","))
     except ValueError:
@@ -133,7 +134,7 @@ def _add_train(sub) -> None:
     p.add_argument("--layers", type=int, default=8, help="cells")
     p.add_argument("--channels", type=int, default=36, help="initial channels per node")
     p.add_argument("--no-cell-skip", dest="cell_skip", action="store_false")
-    p.add_argument("--epochs", type=_epochs_pair, default=(1, 1),
+    p.add_argument("--epochs", type=epochs_pair, default=(1, 1),
                    help="STAGE1,STAGE2: binary activations, then binary weights too")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-augment", dest="augment", action="store_false")
