@@ -201,7 +201,7 @@ class HMNASCell(SearchCell):
     """A `SearchCell` with edge weights, whose binary convs carry weight masks.
 
     Node j sums `edge_weights[e] · MixedOp_e(x_i, op_weights[e])` over its
-    incoming edges e = (i, j).
+    incoming edges e = (i, j) (`SearchCell.call` with `edge_weights`).
 
     Args:
         weight_threshold, weight_initial: τ and initial score of kernel masks.
@@ -225,23 +225,6 @@ class HMNASCell(SearchCell):
                     op.conv = masked_conv_from(op.conv, mask_threshold=weight_threshold,
                                                mask_initial=weight_initial,
                                                mask_regularizer=reg)
-
-    def call(self, inputs, op_weights, edge_weights=None, training=None):
-        s0, s1 = inputs
-        states = [self.pre0(s0, training=training), self.pre1(s1, training=training)]
-        edge_weights = tf.cast(edge_weights, self.compute_dtype)
-        edge = 0
-        for j in range(self.space.nodes):
-            terms = []
-            for source in range(j + 2):
-                out = self.edges[edge](states[source], op_weights[edge], training=training)
-                terms.append(edge_weights[edge] * out)
-                edge += 1
-            states.append(tf.add_n(terms))
-        out = tf.concat(states[2:], axis=-1)
-        if self.skip is not None:
-            out = out + self.skip(s1, training=training)
-        return out
 
     def get_config(self):
         return {**super().get_config(), "weight_threshold": self.weight_threshold,

@@ -162,14 +162,19 @@ class SearchCell(tf.keras.layers.Layer):
                               parameter_free=self.space.parameter_free_skips)
                      if cell_skip else None)
 
-    def call(self, inputs, op_weights, training=None):
+    def call(self, inputs, op_weights, edge_weights=None, training=None):
+        """`op_weights [edges, ops]` mix each edge's ops; optional `edge_weights
+        [edges]` scale each edge's output (HM-NAS), else every edge counts once."""
         s0, s1 = inputs
         states = [self.pre0(s0, training=training), self.pre1(s1, training=training)]
+        if edge_weights is not None:
+            edge_weights = tf.cast(edge_weights, self.compute_dtype)
         edge = 0
         for j in range(self.space.nodes):
             terms = []
             for source in range(j + 2):
-                terms.append(self.edges[edge](states[source], op_weights[edge], training=training))
+                out = self.edges[edge](states[source], op_weights[edge], training=training)
+                terms.append(out if edge_weights is None else edge_weights[edge] * out)
                 edge += 1
             states.append(tf.add_n(terms))
         out = tf.concat(states[2:], axis=-1)
