@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import shutil
 import sys
@@ -15,6 +16,17 @@ import tensorflow as tf
 
 from bnas_tf import data as bdata
 from bnas_tf.errors import DataError
+
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"  # as in conftest.py
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """conftest's shared folder, or $BNAS_SHARED_DIR (a git worktree sits elsewhere)."""
+    for candidate in (SHARED_DIR, Path(os.environ.get("BNAS_SHARED_DIR", SHARED_DIR))):
+        if (candidate / "datasets" / "cifar10" / "make_cifar10.py").is_file():
+            return candidate
+    pytest.skip(f"shared datasets not found at {SHARED_DIR}/datasets or $BNAS_SHARED_DIR")
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -225,7 +237,13 @@ def test_unknown_dataset_lists_known_names():
 
 
 def test_image_folder_matches_batches_layout(cifar10_folder_dir, cifar10_dir):
-    data = bdata.load("folder", cifar10_folder_dir)
+    data = bdata.load("folder", cifar10_folder_dir, in_memory=True)
+    streamed = bdata.load("folder", cifar10_folder_dir)
+    assert isinstance(data, bdata.ImageData) and isinstance(streamed, bdata.StreamingData)
+    assert streamed.input_shape == data.input_shape and streamed.class_names == data.class_names
+    decoded = streamed.to_memory()  # streamed images decode to the same pixels
+    np.testing.assert_array_equal(decoded.x_train, data.x_train)
+    np.testing.assert_array_equal(decoded.y_test, data.y_test)
 
     assert data.x_train.shape == (500, 32, 32, 3) and data.x_train.dtype == np.uint8
     assert data.x_test.shape == (100, 32, 32, 3)
