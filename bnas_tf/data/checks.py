@@ -68,15 +68,23 @@ def check_images(x, what: str = "x") -> np.ndarray:
 def check_finite(x: np.ndarray, what: str = "x", chunk: int = 1024) -> None:
     """Raise if any float image holds NaN or an infinity (checked in chunks of images)."""
     bad: list[int] = []
+    wide = x.dtype.itemsize > 4  # float64 values beyond float32's range become inf in training
+    limit = np.finfo(np.float32).max
     for start in range(0, len(x), chunk):
-        finite = np.isfinite(x[start : start + chunk]).reshape(min(chunk, len(x) - start), -1)
-        bad += (np.flatnonzero(~finite.all(axis=1)) + start).tolist()
+        part = x[start : start + chunk]
+        ok = np.isfinite(part)
+        if wide:
+            ok &= np.abs(np.where(ok, part, 0)) <= limit
+        ok = ok.reshape(len(part), -1).all(axis=1)
+        bad += (np.flatnonzero(~ok) + start).tolist()
     if bad:
         listed = ", ".join(str(i) for i in bad[:_LISTED]) + (", ..." if len(bad) > _LISTED else "")
+        beyond = " (or beyond the float32 range)" if wide else ""
         raise DataError(
-            f"{what} holds NaN or infinite pixel values in {len(bad)} image(s) (indices {listed}); "
-            "they would train to loss: nan. Fix the preprocessing that produced them, or drop "
-            f"those images (e.g. keep = np.isfinite({what}).all(axis=(1, 2, 3)))."
+            f"{what} holds NaN or infinite pixel values{beyond} in {len(bad)} image(s) "
+            f"(indices {listed}); they would train to loss: nan. Fix the preprocessing that "
+            "produced them, or drop those images (e.g. keep = "
+            f"np.isfinite({what}).all(axis=(1, 2, 3)))."
         )
 
 
