@@ -304,6 +304,8 @@ def test_tfds_dataset_loads_through_the_tfds_prefix(tfds_dir):
                        image_size=(14, 14))
     assert len(small.train) == 10 and len(small.test) == 2 and small.input_shape == (14, 14, 1)
     assert small.to_memory().x_train.shape == (10, 14, 14, 1)
+    x3, y3 = data.arrays("test", 3)  # the first records only
+    assert x3.shape == (3, 28, 28, 1) and x3.dtype == np.uint8 and len(y3) == 3
 
 
 def test_tfds_dataset_not_prepared_explains_the_fix(tfds_dir, tmp_path):

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -402,7 +402,3 @@ def report_bad_files(bad: dict[str, str], policy: str, where: str) -> None:
         "Remove or re-save them, or pass bad_files='skip' to leave them out with a warning."
     )
 
-
-def describe(paths: Iterable[str]) -> str:
-    paths = list(paths)
-    return ", ".join(paths[:_LISTED]) + (f" and {len(paths) - _LISTED} more" if len(paths) > _LISTED else "")

@@ -77,16 +77,23 @@ def resolve_stats(data, channels: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
 
-def channel_stats(x, chunk: int = 4096) -> Stats:
+def channel_stats(x, chunk_values: int = 1 << 22) -> Stats:
     """Per-channel mean and std of uint8 images scaled to [0, 1], in float64 chunks.
 
     `x` is an array `(N, H, W, C)` or an iterable of such arrays (batches).
+    Arrays are read `chunk_values` pixel values at a time (32 MB as float64),
+    whatever the image size.
     """
-    batches = (x[i : i + chunk] for i in range(0, len(x), chunk)) if hasattr(x, "shape") else x
+    if hasattr(x, "shape"):
+        chunk = max(1, chunk_values // max(1, int(np.prod(x.shape[1:]))))
+        batches = (x[i : i + chunk] for i in range(0, len(x), chunk))
+    else:
+        batches = x
     total, acc, acc_sq = 0, None, None
     for batch in batches:
         batch = np.asarray(batch)
-        pixels = batch.reshape(-1, batch.shape[-1]).astype(np.float64) / 255.0
+        pixels = batch.reshape(-1, batch.shape[-1]).astype(np.float64)
+        pixels /= 255.0
         if acc is None:
             acc, acc_sq = np.zeros(pixels.shape[1]), np.zeros(pixels.shape[1])
         total += len(pixels)

@@ -134,7 +134,7 @@ def load(
 
         data = load_tfds(
             text[len(TFDS_PREFIX):], data_dir, image_size=image_size, limit=limit,
-            download=download, stats=stats, seed=seed,
+            download=download, stats=stats,
         )
         return data.to_memory() if in_memory else data
     if key == "folder":

@@ -6,9 +6,11 @@ did). Records are read with the images still encoded and decoded by the same
 tf.data pipeline as an image folder. Needs the `tfds` extra
 (`pip install bnas_tf[tfds]`).
 
-Labels are read only when needed (a stratified `holdout` or `search_pairs`
-halves of a subset): one pass over the records, images skipped, cached for
-the session.
+Labels are read only when needed (a stratified `holdout`, a balanced
+subset): one pass over the records, images skipped, cached for the session.
+A subset of records other than the first ones (holdout parts, the halves of
+`search_pairs`) is read by passing over the whole split and keeping records
+by index, in stored order, shuffled through a buffer of `SHUFFLE_BUFFER`.
 """
 
 from __future__ import annotations
@@ -117,11 +119,16 @@ class TFDSSplit:
         shard: tuple[int, int] | None,
     ) -> tf.data.Dataset:
         """`(image, label)` pairs: records read (files shuffled), decoded in parallel."""
-        if self.indices is None:
-            ds = self._records(shuffle, seed)
+        prefix = self.indices is not None and np.array_equal(
+            self.indices, np.arange(len(self.indices))
+        )
+        if self.indices is None or prefix:
+            ds = self._records(shuffle and not prefix, seed)
+            if prefix:  # the first records (e.g. a few test images): stop reading early
+                ds = ds.take(len(self.indices))
             if shard is not None:
                 ds = ds.shard(*shard)
-        else:
+        else:  # any other subset (holdout, search halves): read the split, keep by index
             used = self.indices if shard is None else self.indices[shard[1] :: shard[0]]
             mask = np.zeros(self.count, bool)
             mask[used] = True
@@ -148,7 +155,6 @@ def load_tfds(
     limit: int | None = None,
     download: bool = True,
     stats=None,
-    seed: int = 0,
 ) -> StreamingData:
     """Describe a prepared TensorFlow Datasets image-classification dataset for streaming.
 
@@ -164,9 +170,9 @@ def load_tfds(
             when the dataset's images have no fixed size.
         limit: keep the first `limit` training and `limit // 5` test records.
         download: prepare the dataset with TFDS when it is not prepared yet.
-        stats: None (standard constants for known names, else a sample of
-            the training images), a dataset name, or a `(mean, std)` pair.
-        seed: seed of the statistics sample.
+        stats: None (standard constants for known names, else estimated from
+            the first `STATS_SAMPLE` training records, which TFDS stores
+            shuffled), a dataset name, or a `(mean, std)` pair.
 
     Returns:
         A `StreamingData` named "tfds:NAME".
@@ -233,7 +239,7 @@ def load_tfds(
         image_size=image_size, channels=channels, mean=(0.0,) * channels,
         std=(1.0,) * channels,
     )
-    return _with_stats(data, stats, name, seed)
+    return _with_stats(data, stats, name)
 
 
 def _keys(info, name: str) -> tuple[str, str]:
@@ -253,7 +259,7 @@ def _keys(info, name: str) -> tuple[str, str]:
     return image_key, label_key
 
 
-def _with_stats(data: StreamingData, stats, name: str, seed: int) -> StreamingData:
+def _with_stats(data: StreamingData, stats, name: str) -> StreamingData:
     import dataclasses
 
     from bnas_tf.data.pipeline import decoded_arrays
