@@ -57,11 +57,15 @@ so checks come in tiers:
    epoch: PATH ...` instead of TensorFlow's anonymous `jpeg::Uncompress
    failed` (with `bad_files="skip"` it prints a warning and goes on).
 
-Distribution: `make_dataset(..., input_context=ctx)` inside
-`strategy.distribute_datasets_from_function` reads only that input
-pipeline's share of the files; a plain streamed dataset given to `fit` under
-`MultiWorkerMirroredStrategy` is sharded by element (correct, but each worker
-reads every file).
+Distribution: a streamed dataset given to `fit` under a strategy works as
+any dataset (one machine: batches split over the replicas; several machines:
+tf.data shards by element, so each worker reads every file). To have each
+worker read only its share of the files, build it per input pipeline:
+
+    ds = strategy.distribute_datasets_from_function(
+        lambda ctx: make_dataset(data, batch_size=256, training=True,
+                                 input_context=ctx).repeat())
+    model.fit(ds, epochs=90, steps_per_epoch=len(data.y_train) // 256)
 
 Example:
     >>> import bnas_tf

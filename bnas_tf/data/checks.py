@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -331,12 +331,19 @@ def _sniff_bmp(head: bytes, size: int) -> tuple[FileInfo | None, str | None]:
     return info, None
 
 
-def scan_files(paths: Sequence[str], *, workers: int = 8) -> list[tuple[FileInfo | None, str | None]]:
-    """`sniff` every file, a few threads at a time (the reads release the GIL)."""
-    if len(paths) < 64:
-        return [sniff(p) for p in paths]
+def scan_files(
+    paths: Sequence[str], *, workers: int = 8, chunk: int = 4096
+) -> Iterator[tuple[int, FileInfo | None, str | None]]:
+    """`(index, info, problem)` of `sniff` for every file, in order.
+
+    Files are read by a few threads (the reads release the GIL), `chunk` at a
+    time, so memory stays flat however many files there are.
+    """
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(sniff, paths, chunksize=256))
+        for start in range(0, len(paths), chunk):
+            part = paths[start : start + chunk]
+            for offset, (info, problem) in enumerate(pool.map(sniff, part)):
+                yield start + offset, info, problem
 
 
 def tf_message(error: Exception) -> str:

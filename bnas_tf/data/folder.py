@@ -77,7 +77,7 @@ class FileList:
         n = len(paths)
         if n == 0:
             raise DataError(f"No images to read in {self.where} (after sharding).")
-        paths_t = tf.constant(paths.astype(str).tolist(), tf.string)
+        paths_t = tf.constant(paths.tolist(), tf.string)
         labels_t = tf.constant(labels, tf.int64)
         base_seed = tf.constant(seed, tf.int64)
         skip = self.bad_files == "skip"
@@ -151,6 +151,12 @@ class FileList:
         return epochs.flat_map(epoch)
 
 
+def _first_size(path: str) -> tuple[int, int] | None:
+    """(height, width) from the header of the first training file, if it tells."""
+    info, _ = checks.sniff(path)
+    return (info.height, info.width) if info is not None and info.height else None
+
+
 def _list_split(split_dir: Path, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     folders = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
     unknown = [name for name in folders if name not in class_names]
@@ -208,22 +214,25 @@ def _scan_folder(
             "classifier needs one folder per class (train/<class>/<image>): add a folder for "
             "each other class."
         )
-    splits = {}
-    sizes = {}
+    splits, mismatch = {}, None
+    reference = None if image_size is not None else "first"
     for split in ("train", "test"):
         paths, labels = _list_split(root / split, class_names)
+        if reference == "first":
+            reference = _first_size(str(paths[0]))
         bad, keep = {}, np.ones(len(paths), bool)
         if verify == "decode":
-            bad = checks.decode_failures(list(paths), 3)
+            bad = checks.decode_failures(paths.tolist(), 3)
         elif verify == "header":
-            for i, (info, problem) in enumerate(checks.scan_files(list(paths))):
+            for i, info, problem in checks.scan_files(paths):
                 if problem is not None:
                     error = checks.decode_error(paths[i], 3)
                     if error is not None:
                         bad[paths[i]] = f"{problem}; TensorFlow: {error}"
                         continue
-                if info is not None and info.height and info.width:
-                    sizes[paths[i]] = (info.height, info.width)
+                if (mismatch is None and reference is not None and info is not None
+                        and info.height and (info.height, info.width) != reference):
+                    mismatch = (paths[i], (info.height, info.width))
         if bad:
             checks.report_bad_files(bad, bad_files, str(root / split))
             keep = np.array([p not in bad for p in paths])
@@ -237,17 +246,18 @@ def _scan_folder(
     try:
         image = decode(tf.io.read_file(first), 0)
     except tf.errors.OpError as e:
-        raise DataError(f"Could not decode {first}: {e.message}. Remove or re-save it.") from e
+        raise DataError(f"Could not decode {first}: {checks.tf_message(e)}. Remove or re-save "
+                        "it.") from e
     channels = 1 if image.shape[-1] in (1, 2) else 3  # gray(+alpha) -> 1, else RGB
     if image_size is None:
         image_size = (int(image.shape[0]), int(image.shape[1]))
-        for path, size in sizes.items():
-            if size != image_size:
-                raise DataError(
-                    f"{path} is {size[1]}x{size[0]} but the first image is "
-                    f"{image_size[1]}x{image_size[0]}. Pass image_size=(height, width) to "
-                    "resize all images."
-                )
+        if mismatch is not None:
+            path, (height, width) = mismatch
+            raise DataError(
+                f"{path} is {width}x{height} but the first image is "
+                f"{image_size[1]}x{image_size[0]}. Pass image_size=(height, width) to "
+                "resize all images."
+            )
     return _Folder(train, test, tuple(class_names), image_size, channels)
 
 
