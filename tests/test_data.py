@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import shutil
 import sys
@@ -15,6 +16,17 @@ import tensorflow as tf
 
 from bnas_tf import data as bdata
 from bnas_tf.errors import DataError
+
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"  # as in conftest.py
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """conftest's shared folder, or $BNAS_SHARED_DIR (a git worktree sits elsewhere)."""
+    for candidate in (SHARED_DIR, Path(os.environ.get("BNAS_SHARED_DIR", SHARED_DIR))):
+        if (candidate / "datasets" / "cifar10" / "make_cifar10.py").is_file():
+            return candidate
+    pytest.skip(f"shared datasets not found at {SHARED_DIR}/datasets or $BNAS_SHARED_DIR")
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -225,7 +237,13 @@ def test_unknown_dataset_lists_known_names():
 
 
 def test_image_folder_matches_batches_layout(cifar10_folder_dir, cifar10_dir):
-    data = bdata.load("folder", cifar10_folder_dir)
+    data = bdata.load("folder", cifar10_folder_dir, in_memory=True)
+    streamed = bdata.load("folder", cifar10_folder_dir)
+    assert isinstance(data, bdata.ImageData) and isinstance(streamed, bdata.StreamingData)
+    assert streamed.input_shape == data.input_shape and streamed.class_names == data.class_names
+    decoded = streamed.to_memory()  # streamed images decode to the same pixels
+    np.testing.assert_array_equal(decoded.x_train, data.x_train)
+    np.testing.assert_array_equal(decoded.y_test, data.y_test)
 
     assert data.x_train.shape == (500, 32, 32, 3) and data.x_train.dtype == np.uint8
     assert data.x_test.shape == (100, 32, 32, 3)
@@ -537,3 +555,73 @@ def test_synthetic_is_learnable_by_a_tiny_dense_model():
     model.fit(train, steps_per_epoch=50, epochs=1, verbose=0)
     after, accuracy = model.evaluate(test, verbose=0)
     assert after < 0.5 * before and accuracy > 0.8
+
+
+# --------------------------------------------------------------------------- data checks (issue 14)
+
+
+def test_non_finite_pixels_are_named_by_index():
+    x = np.zeros((6, 4, 4, 3), np.float32)
+    x[2, 1, 1, 0] = np.nan
+    x[4, 0, 0, 2] = np.inf
+    y = np.arange(6) % 2
+    for build in (
+        lambda: bdata.make_dataset(x, y, num_classes=2),
+        lambda: bdata.search_pairs(x, y, batch_size=2),
+    ):
+        with pytest.raises(DataError, match=r"NaN or infinite pixel values in 2 image\(s\) "
+                                            r"\(indices 2, 4\).*loss: nan"):
+            build()
+
+
+def test_label_equal_to_num_classes_is_rejected_with_a_hint():
+    x, _ = tagged(6)
+    y = np.array([1, 2, 3, 1, 2, 3])  # 1-based labels of 3 classes
+    with pytest.raises(DataError, match=r"y\[2\] = 3 is outside .*\[0, 3\).*1-based: subtract 1"):
+        bdata.make_dataset(x, y, num_classes=3)
+
+
+@pytest.mark.parametrize("classes", [["only"], []])
+def test_fewer_than_two_classes_are_rejected(classes):
+    x, y = tagged(4)
+    with pytest.raises(DataError, match="at least 2 classes"):
+        bdata.ImageData(x, y * 0, x, y * 0, name="t", class_names=classes)
+    with pytest.raises(DataError, match="at least 2 classes"):
+        bdata.make_dataset(x, y * 0, num_classes=1)
+
+
+def test_empty_arrays_are_rejected():
+    with pytest.raises(DataError, match="No images"):
+        bdata.make_dataset(np.zeros((0, 4, 4, 3), np.uint8), np.zeros(0, np.int64))
+
+
+def test_holdout_is_stratified_seeded_and_disjoint():
+    data = bdata.synthetic(200, 40, image_shape=(4, 4, 3), num_classes=4, seed=0)
+    train, val = bdata.holdout(data, seed=0)  # default fraction: 10 % of each class
+    assert bdata.DEFAULT_HOLDOUT_FRACTION == 0.1
+    np.testing.assert_array_equal(np.bincount(val.y_train), [5] * 4)
+    np.testing.assert_array_equal(np.bincount(train.y_train), [45] * 4)
+    np.testing.assert_array_equal(val.x_test, val.x_train)  # both splits: held-out images
+    np.testing.assert_array_equal(train.x_test, data.x_test)  # test split untouched
+    assert train.mean == data.mean and val.std == data.std
+    rows = {r.tobytes() for r in data.x_train}
+    held = {r.tobytes() for r in val.x_train}
+    kept = {r.tobytes() for r in train.x_train}
+    assert held | kept == rows and not held & kept
+    again, val_again = bdata.holdout(data, seed=0)
+    np.testing.assert_array_equal(val_again.x_train, val.x_train)
+    _, other = bdata.holdout(data, seed=1)
+    assert not np.array_equal(other.x_train, val.x_train)
+    x, y = collect(bdata.make_dataset(val, batch_size=8))
+    assert len(x) == 20 and sorted(y) == sorted(val.y_test)
+
+
+def test_holdout_needs_two_images_per_class():
+    x, _ = tagged(5)
+    data = bdata.ImageData(x, [0, 0, 0, 1, 2], x, [0, 1, 2, 0, 1], name="t",
+                           class_names=["cat", "dog", "owl"])
+    with pytest.raises(DataError, match=r"2 class\(es\) have a single training image: "
+                                        r"'dog' \(label 1\), 'owl' \(label 2\).*at least 2"):
+        bdata.holdout(data)
+    with pytest.raises(DataError, match="0 < fraction < 1"):
+        bdata.holdout(data, 1.0)

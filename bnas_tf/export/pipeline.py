@@ -57,8 +57,9 @@ def load_eval_data(
     try:
         # `limit` keeps limit training and limit // 5 test images.
         data = data_mod.load(name, data_dir, limit=max(5, 5 * limit))
-        x = data_mod.normalize(data.x_test[:limit], data)
-        y = np.asarray(data.y_test[:limit]).reshape(-1)
+        x, y = data.arrays("test", limit)  # in memory or streamed (folder, tfds:)
+        x = data_mod.normalize(x, data)
+        y = np.asarray(y).reshape(-1)
     except (ValueError, OSError) as e:  # bnas_tf.errors.DataError is a ValueError
         raise ExportError(f"Cannot load {limit} test images of {name!r}: {e}") from e
     return np.asarray(x, np.float32), y
