@@ -315,12 +315,16 @@ class HMNASSuperNet(SuperNet):
                 if isinstance(op, ops.BinaryConvBN) and isinstance(op.conv, _KernelMaskMixin)]
 
     def weight_mask_fraction(self) -> tf.Tensor:
-        """Fraction of binary-conv kernel entries whose mask is on."""
+        """Fraction of binary-conv kernel entries whose mask is on.
+
+        Counts the real entries only: not those outside the group blocks of
+        grouped convs trained masked, which are always zero.
+        """
         convs = [c for c in self.masked_convs() if c.built]
         if not convs:
             return tf.constant(1.0)
-        on = tf.add_n([tf.reduce_sum(c.kernel_mask()) for c in convs])
-        return on / float(sum(int(np.prod(c.kernel.shape)) for c in convs))
+        on = tf.add_n([c.kernel_mask_on() for c in convs])
+        return on / float(sum(ops.active_entries(c.kernel) for c in convs))
 
     # -- forward -----------------------------------------------------------------------------
 
