@@ -284,10 +284,18 @@ class SuperNet(tf.keras.Model):
         return val_loss, self._unrolled_gradients(x_t, y_t, x_v, y_v)
 
     def _unrolled_gradients(self, x_t, y_t, x_v, y_v):
-        """DARTS second-order α gradient, weights restored afterwards."""
+        """DARTS second-order α gradient; weights and BN moving statistics restored afterwards.
+
+        The virtual step and the finite differences run the network in
+        training mode at weights other than the current ones; their batch
+        statistics must not enter the moving averages.
+        """
         weights, alphas = self.weight_variables, self.arch_variables
         xi = _learning_rate(self.optimizer)
         backup = [tf.identity(w) for w in weights]
+        statistics = [v for m in self.submodules if isinstance(m, tf.keras.layers.BatchNormalization)
+                      for v in (m.moving_mean, m.moving_variance)]
+        statistics_backup = [tf.identity(v) for v in statistics]
 
         def zeros_for_none(grads, variables):
             return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables, strict=False)]
@@ -313,6 +321,8 @@ class SuperNet(tf.keras.Model):
         plus, minus = train_alpha_grad(1.0), train_alpha_grad(-1.0)
         for w, b in zip(weights, backup, strict=False):
             w.assign(b)
+        for v, b in zip(statistics, statistics_backup, strict=True):
+            v.assign(b)
         return [d - xi * (p - m) / (2.0 * eps) for d, p, m in zip(d_alpha, plus, minus, strict=False)]
 
     def arch_step(self, x_train, y_train, x_val, y_val) -> tf.Tensor:
