@@ -1,7 +1,7 @@
 """The search supernet: a Keras model with a bilevel `train_step`.
 
 Example:
-    >>> space = bn.SearchSpace.get("bats")
+    >>> space = bn.SearchSpace.get("lce")
     >>> net = bn.SuperNet(space, num_classes=10, layers=5, channels=16, temperature=0.2)
     >>> net.compile(optimizer=tf.keras.optimizers.legacy.Adam(1e-3),
     ...             arch_regularizer=bn.regularizers.Diversity(1.0, tau=7.7),
@@ -29,7 +29,7 @@ from bnas_tf.distribute import num_replicas, scale_for_replicas
 from bnas_tf.errors import DataError
 from bnas_tf.genotype import Genotype, derive_genotype
 from bnas_tf.layers import ArchitectureParameters, SearchCell
-from bnas_tf.search_space import SearchSpace
+from bnas_tf.search_space import DEFAULT_SPACE, SearchSpace, warn_if_not_deployable
 
 __all__ = ["SuperNet", "reduction_indices"]
 
@@ -99,7 +99,9 @@ class SuperNet(tf.keras.Model):
     cells share `α_normal`, all reduction cells `α_reduce`.
 
     Args:
-        space: a `SearchSpace`, its name (`bats`, `bnas`, `lce`) or config.
+        space: a `SearchSpace`, its name (`bats`, `bnas`, `lce`) or config;
+            default `lce`, whose networks LCE deploys with binary kernels (a
+            space whose binary convs LCE keeps float logs a warning).
         num_classes: classifier outputs.
         layers: number of cells.
         channels: channels per node in the first cells (doubled at reductions).
@@ -115,7 +117,7 @@ class SuperNet(tf.keras.Model):
         epoch: non-trainable variable holding the current epoch.
     """
 
-    def __init__(self, space: SearchSpace | str | dict = "bats", num_classes: int = 10,
+    def __init__(self, space: SearchSpace | str | dict = DEFAULT_SPACE, num_classes: int = 10,
                  layers: int = 8, channels: int = 16, *, temperature: float = 0.2,
                  cell_skip: bool = True, stem_multiplier: int = 3, seed: int | None = None,
                  **kwargs):
@@ -138,6 +140,7 @@ class SuperNet(tf.keras.Model):
             self.cells.append(self._make_cell(filters, reduction, reduction_prev, c_prev,
                                               f"cell_{i}"))
             c_prev, reduction_prev = self.space.nodes * filters, reduction
+        warn_if_not_deployable(self.space, [cell.filters for cell in self.cells])
         self.global_pool = tf.keras.layers.GlobalAveragePooling2D()
         # float32 logits also under a mixed-precision policy (numerically safe loss)
         self.classifier = tf.keras.layers.Dense(num_classes, name="classifier", dtype="float32")

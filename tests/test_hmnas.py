@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import bnas_tf as bn
-from bnas_tf.hmnas import HMNASSuperNet, supernet_class
+from bnas_tf.hmnas import HMNASSuperNet
 from bnas_tf.masks import Sparsity, threshold_mask
 from bnas_tf.search_run import SearchConfig, run_search
 
@@ -298,7 +298,7 @@ def test_config_round_trip_and_bad_input():
     np.testing.assert_allclose(clone(x, training=False), net(x, training=False), atol=1e-6)
     assert clone.arch.op_threshold == 0.1 and clone.arch.sparsity == 0.01
     with pytest.raises(ValueError, match="'darts', 'hmnas'"):
-        supernet_class("hm-nas")
+        bn.recipes.supernet_class("hm-nas")
     with pytest.raises(ValueError, match="'darts', 'hmnas'"):
         SearchConfig(method="enas")
     with pytest.raises(bn.errors.SearchSpaceError, match="needs the 'none' op"):
