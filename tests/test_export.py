@@ -680,3 +680,23 @@ def test_magnitude_aware_sign_on_masked_groups_exports_the_trained_function():
     assert export.conversion_report(model, fb, compare_float=False).all_converted
     result = export.verify(model, fb, x)
     assert result.top1_agreement == 1.0 and result.max_abs_diff < 1e-3 * result.max_abs_output
+
+
+def test_default_pipeline_converts_every_binary_conv():
+    """No recipe, no flags: the space `bnas-tf search` uses and the width, cell template and
+    weight quantizer of `bnas-tf train` give a network whose binary convs all become
+    `LceBconv2d`."""
+    from bnas_tf.search_run import SearchConfig
+    from bnas_tf.train_run import TrainConfig
+
+    search, train = SearchConfig(), TrainConfig()
+    space = bn.SearchSpace.get(search.space, nodes=2)
+    genotype = bn.Genotype(normal=FULL_NORMAL, reduce=FULL_REDUCE, space=space.get_config())
+    tf.keras.utils.set_random_seed(0)
+    stage1 = bn.build_network(genotype, num_classes=10, layers=3, channels=train.channels,
+                              cell_skip=train.cell_skip)
+    stage2 = randomize_bn(binarize_weights(stage1, train.kernel_quantizer
+                                           or space.weight_quantizer))
+    report = export.conversion_report(stage2, export.convert(stage2), compare_float=False)
+    assert sorted(r.name for r in report.layers) == sorted(binary_convs(stage2))
+    assert report.all_converted and report.op_counts["LceBconv2d"] == len(report.layers)
