@@ -284,10 +284,14 @@ def warn_if_not_deployable(space: SearchSpace, widths: Iterable[int]) -> bool:
     key = (repr(space.get_config()), tuple(sorted(found.items())))
     if key not in _WARNED:
         _WARNED.add(key)
-        per_group = ", ".join(f"{c} at {w} channels" for w, c in found.items())
+        by_count: dict[int, list[str]] = {}
+        for width, count in found.items():
+            by_count.setdefault(count, []).append(str(width))
+        per_group = "; ".join(f"{count} input channels per group at {'/'.join(ws)} channels"
+                              for count, ws in by_count.items())
         log.warning(
-            "Search space %r groups its binary convs by %s input channels per group; Larq "
-            "Compute Engine converts a grouped binary conv only with a multiple of %d, so "
+            "Search space %r gives its grouped binary convs %s. Larq Compute Engine converts "
+            "a grouped binary conv only with a multiple of %d input channels per group, so "
             "the exported network will run these convs in float. For binary kernels on "
             "device, search the %r space (bnas-tf search --space %s).",
             space.name, per_group, LCE_GROUP_CHANNELS, DEFAULT_SPACE, DEFAULT_SPACE)

@@ -175,5 +175,5 @@ def test_deployability_is_reported_at_search_time(caplog):
         bn.SuperNet(bn.SearchSpace.get("bats", nodes=1), num_classes=4, layers=3, channels=6)
     (record,) = caplog.records
     message = record.getMessage()
-    assert "'bats'" in message and "3 at 6 channels" in message
+    assert "'bats'" in message and "3 input channels per group at 6/12/24 channels" in message
     assert "multiple of 32" in message and "--space lce" in message
