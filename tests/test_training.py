@@ -156,13 +156,20 @@ def test_stage2_copy_decays_no_conv_at_all():
 
 
 def test_scaled_binarization_uses_per_channel_magnitude():
+    """Scale per output channel: mean |W| over the conv's real entries (for a grouped conv
+    trained masked, its in-block entries: the scale of the grouped conv export makes)."""
     binary = binarize_weights(small_model(), "magnitude_aware_sign")
-    conv = binary_conv_layers(binary)[0]
-    with lq.context.quantized_scope(True):
-        kernel = conv.kernel.numpy()
-    latent = conv.kernel.latent_variable.numpy()
-    scale = np.mean(np.abs(latent), axis=(0, 1, 2))
-    np.testing.assert_allclose(np.abs(kernel), np.broadcast_to(scale, kernel.shape), rtol=1e-5)
+    convs = binary_conv_layers(binary)
+    assert any(isinstance(c, bn.ops.GroupMaskedQuantConv2D) for c in convs)
+    for conv in convs:
+        with lq.context.quantized_scope(True):
+            kernel = conv.kernel.numpy()
+        latent = conv.kernel.latent_variable.numpy()
+        real = (np.broadcast_to(conv._mask.numpy(), latent.shape) > 0
+                if isinstance(conv, bn.ops.GroupMaskedQuantConv2D) else np.ones(latent.shape, bool))
+        scale = np.abs(latent * real).sum(axis=(0, 1, 2)) / real.sum(axis=(0, 1, 2))
+        np.testing.assert_allclose(np.abs(kernel), np.broadcast_to(scale, kernel.shape),
+                                   rtol=1e-5)
 
 
 def test_two_stage_training_hands_off_weights_and_learns(two_stage):
