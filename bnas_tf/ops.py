@@ -596,7 +596,8 @@ class GroupMaskedQuantConv2D(lq.layers.QuantConv2D):
 
 class _InBlockMagnitudeAwareSign:
     """`magnitude_aware_sign` of a block-masked kernel: `s_c · ste_sign(W)` with
-    `s_c = mean |W|` over output channel c's in-block entries (no gradient to s_c)."""
+    `s_c = mean |W|` over output channel c's in-block entries (no gradient to s_c):
+    Larq's quantizer (whose `s_c` also averages the masked zeros) times a constant."""
 
     precision = 1
 
@@ -607,8 +608,9 @@ class _InBlockMagnitudeAwareSign:
         mask = tf.cast(self.mask, kernel.dtype)
         entries = tf.reduce_sum(mask, axis=(0, 1, 2)) * float(np.prod(kernel.shape[:2]))
         scale = tf.reduce_sum(tf.abs(kernel * mask), axis=(0, 1, 2)) / entries
-        return tf.stop_gradient(scale) * lq.quantizers.ste_sign(
-            kernel, clip_value=self.quantizer.clip_value)
+        dense = tf.reduce_mean(tf.abs(kernel), axis=(0, 1, 2))  # Larq's scale
+        # Larq's quantizer (its gradient, metrics and build), rescaled
+        return self.quantizer(kernel) * tf.stop_gradient(tf.math.divide_no_nan(scale, dense))
 
 
 def _latent(variable):
