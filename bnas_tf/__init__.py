@@ -5,7 +5,8 @@ TensorFlow resolves `tf.keras`.
 
 Example:
     >>> import bnas_tf as bn
-    >>> net = bn.SuperNet(bn.SearchSpace.get("bats"), num_classes=10, layers=5, channels=16)
+    >>> net = bn.SuperNet(bn.SearchSpace.get("lce"), num_classes=10, layers=5, channels=16)
+    >>> bn.recipes.get("bnas").describe()              # one paper's settings, with sources
 """
 
 from bnas_tf._keras2 import select_keras2
@@ -14,7 +15,17 @@ select_keras2()
 
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
-from bnas_tf import callbacks, data, errors, export, hmnas, masks, ops, regularizers  # noqa: E402
+from bnas_tf import (  # noqa: E402
+    callbacks,
+    data,
+    errors,
+    export,
+    hmnas,
+    masks,
+    ops,
+    recipes,
+    regularizers,
+)
 from bnas_tf.builder import build_network, count_params  # noqa: E402
 from bnas_tf.genotype import Cell, Edge, Genotype, derive_genotype  # noqa: E402
 from bnas_tf.hmnas import HMNASSuperNet  # noqa: E402
@@ -47,6 +58,7 @@ __all__ = [
     "load_model",
     "masks",
     "ops",
+    "recipes",
     "regularizers",
     "train_two_stage",
     "__version__",

@@ -1,12 +1,17 @@
 """The `bnas-tf` command line: the only module that parses arguments.
 
-    bnas-tf search --dataset cifar10 --data-dir DIR --space bats --layers 5 \\
+    bnas-tf search --dataset cifar10 --data-dir DIR --layers 5 \\
         --channels 16 --epochs 2 --limit 2000 --output RUN
     bnas-tf search --output RUN --epochs 4 --resume     # continue an interrupted run
+    bnas-tf search --recipe bnas ... --output RUN       # every setting of one paper
     bnas-tf search --method hmnas ... --output RUN      # + RUN/derived_model.keras
     bnas-tf train --genotype RUN/genotype.json --dataset cifar10 --data-dir DIR \\
         --epochs 2,2 --limit 2000 --output TRAIN
     bnas-tf search ... --strategy mirrored        # all local GPUs (README "Scaling out")
+
+Settings that a recipe sets default to the recipe's value (`--recipe`), else
+to bnas_tf's defaults (`bnas_tf.recipes.DEFAULTS`); a flag given on the
+command line overrides either.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from bnas_tf._keras2 import select_keras2  # noqa: E402
 select_keras2()
 
 from bnas_tf import data as data_lib  # noqa: E402
+from bnas_tf import recipes  # noqa: E402
 from bnas_tf.errors import (  # noqa: E402
     DataError,
     GenotypeError,
@@ -31,42 +37,83 @@ from bnas_tf.errors import (  # noqa: E402
 )
 from bnas_tf.search_space import SearchSpace  # noqa: E402
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "search_config", "train_config"]
 
 _USER_ERRORS = (DataError, GenotypeError, ModelFileError, SearchSpaceError, FileExistsError,
                 FileNotFoundError, ValueError)
 
+_DEFAULTS = recipes.DEFAULTS
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None (a recipe's setting: its help says the default)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _recipe_default(value) -> str:
+    return f"(default: {value}, or the recipe's)"
+
+
+def _add_recipe_argument(p) -> None:
+    p.add_argument("--recipe", default=None, choices=recipes.names(),
+                   help="set every default of one paper at once (see bnas_tf.recipes; flags "
+                        "given here override it); default: bnas_tf's defaults, which deploy "
+                        "on LCE")
+
 
 def _add_search(sub) -> None:
     p = sub.add_parser("search", help="search a cell architecture (writes RUN/genotype.json)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     p.add_argument("--output", required=True, help="run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue the search in --output after its last finished epoch")
     _add_data_arguments(p)
-    p.add_argument("--space", default="bats", choices=SearchSpace.names())
+    _add_recipe_argument(p)
+    p.add_argument("--space", default=None, choices=SearchSpace.names(),
+                   help=f"search space {_recipe_default(_DEFAULTS.space)}; `lce` networks "
+                        "deploy with binary kernels on LCE")
     p.add_argument("--nodes", type=int, default=4, help="intermediate nodes per cell")
     p.add_argument("--input-quantizer", default="ste_sign",
                    choices=("ste_sign", "approx_sign", "swish_sign"))
     p.add_argument("--layers", type=int, default=5, help="cells in the supernet")
     p.add_argument("--channels", type=int, default=16, help="initial channels per node")
-    p.add_argument("--no-cell-skip", dest="cell_skip", action="store_false",
-                   help="drop the BNAS inter-cell skip connection")
+    p.add_argument("--cell-skip", action=argparse.BooleanOptionalAction, default=None,
+                   help="the BNAS inter-cell skip connection "
+                        f"{_recipe_default(_DEFAULTS.cell_skip)}")
+    p.add_argument("--binary-search-weights", action=argparse.BooleanOptionalAction,
+                   default=None, help="binarize the binary convs' weights during search, as "
+                   f"BNAS does {_recipe_default(_DEFAULTS.binary_search_weights)}")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=64, help="per half (train and val)")
     p.add_argument("--no-augment", dest="augment", action="store_false")
-    p.add_argument("--lr", dest="learning_rate", type=float, default=1e-3,
-                   help="weight optimizer (Adam) learning rate")
-    p.add_argument("--arch-lr", dest="arch_learning_rate", type=float, default=3e-4)
-    p.add_argument("--arch-weight-decay", type=float, default=1e-3)
-    p.add_argument("--temperature", type=float, default=0.2, help="softmax temperature T")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=None,
+                   help="weight optimizer (Adam) learning rate "
+                        f"{_recipe_default(_DEFAULTS.learning_rate)}")
+    p.add_argument("--arch-lr", dest="arch_learning_rate", type=float, default=None,
+                   help=f"α optimizer (Adam) {_recipe_default(_DEFAULTS.arch_learning_rate)}")
+    p.add_argument("--arch-beta1", dest="arch_beta_1", type=float, default=None,
+                   help=f"α optimizer β1 {_recipe_default(_DEFAULTS.arch_beta_1)}")
+    p.add_argument("--arch-beta2", dest="arch_beta_2", type=float, default=None,
+                   help=f"α optimizer β2 {_recipe_default(_DEFAULTS.arch_beta_2)}")
+    p.add_argument("--arch-weight-decay", type=float, default=None,
+                   help=f"L2 on α {_recipe_default(_DEFAULTS.arch_weight_decay)}")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"softmax temperature T {_recipe_default(_DEFAULTS.temperature)}")
     p.add_argument("--anneal-from", type=float, default=None,
-                   help="anneal T exponentially from this value to --temperature")
-    p.add_argument("--diversity", type=float, default=1.0,
-                   help="diversity regularizer strength λ (0 disables)")
-    p.add_argument("--tau", type=float, default=7.7, help="diversity decay, epochs")
-    p.add_argument("--temperature-regularizer", type=float, default=0.0,
-                   help="strength of the temperature (KL) regularizer (0 disables)")
+                   help="anneal T exponentially from this value to --temperature (0: fixed T; "
+                        "default: the recipe's, else fixed)")
+    p.add_argument("--diversity", type=float, default=None,
+                   help="diversity regularizer strength λ, 0 disables "
+                        f"{_recipe_default(_DEFAULTS.diversity)}")
+    p.add_argument("--tau", type=float, default=None,
+                   help=f"diversity decay, epochs {_recipe_default(_DEFAULTS.tau)}")
+    p.add_argument("--temperature-regularizer", type=float, default=None,
+                   help="strength of the temperature (KL) regularizer, 0 disables "
+                        f"{_recipe_default(_DEFAULTS.temperature_regularizer)}")
     p.add_argument("--warmup-epochs", type=int, default=0,
                    help="epochs of weight steps only before α is updated")
     p.add_argument("--second-order", action="store_true", help="unrolled DARTS gradient")
@@ -75,9 +122,10 @@ def _add_search(sub) -> None:
                         "CPUs with AVX512-BF16)")
     p.add_argument("--seed", type=int, default=0)
     hm = p.add_argument_group("HM-NAS (--method hmnas)")
-    hm.add_argument("--method", default="darts", choices=("darts", "hmnas"),
+    hm.add_argument("--method", default=None, choices=recipes.method_names(),
                     help="darts: softmax mixed ops, DARTS-rule derivation; hmnas: edge weights "
-                         "and hierarchical masks, writes RUN/derived_model.keras too")
+                         "and hierarchical masks, writes RUN/derived_model.keras too "
+                         f"{_recipe_default(_DEFAULTS.method)}")
     hm.add_argument("--mask-threshold", type=float, default=5e-3,
                     help="threshold of op, edge and weight masks")
     hm.add_argument("--mask-initial", type=float, default=2e-2,
@@ -127,23 +175,30 @@ def _add_strategy_argument(p) -> None:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a genotype's network in two stages",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     p.add_argument("--genotype", required=True, help="genotype.json from `bnas-tf search`")
     p.add_argument("--output", required=True, help="run directory (model/, metrics.json)")
     _add_data_arguments(p)
+    _add_recipe_argument(p)
     p.add_argument("--layers", type=int, default=8, help="cells")
-    p.add_argument("--channels", type=int, default=36, help="initial channels per node")
-    p.add_argument("--no-cell-skip", dest="cell_skip", action="store_false")
+    p.add_argument("--channels", type=int, default=None,
+                   help=f"initial channels per node {_recipe_default(_DEFAULTS.train_channels)}")
+    p.add_argument("--cell-skip", action=argparse.BooleanOptionalAction, default=None,
+                   help="the BNAS inter-cell skip; use the search's setting "
+                        f"{_recipe_default(_DEFAULTS.cell_skip)}")
     p.add_argument("--epochs", type=epochs_pair, default=(1, 1),
                    help="STAGE1,STAGE2: binary activations, then binary weights too")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--lr", dest="learning_rate", type=float, default=None,
-                   help="initial Adam learning rate (default 1e-3 * batch/256)")
-    p.add_argument("--weight-decay", type=float, default=5e-6, help="stage 1, conv kernels")
+                   help="initial Adam learning rate (default: the recipe's, else 1e-3 * "
+                        "batch/256)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help=f"stage 1, conv kernels {_recipe_default(_DEFAULTS.weight_decay)}")
     p.add_argument("--kernel-quantizer", default=None,
                    choices=("ste_sign", "magnitude_aware_sign"),
-                   help="stage-2 weight binarizer (default: the genotype space's)")
+                   help="stage-2 weight binarizer (default: the recipe's, else the genotype "
+                        "space's)")
     p.add_argument("--seed", type=int, default=0)
     _add_strategy_argument(p)
 
@@ -158,12 +213,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _search(args) -> int:
-    from bnas_tf.search_run import SearchConfig, run_search
+def search_config(args: argparse.Namespace):
+    """The `SearchConfig` of parsed `search` arguments (flags not given: the recipe's)."""
+    from bnas_tf.search_run import SearchConfig
 
-    values = {k: v for k, v in vars(args).items()
-              if k not in ("command", "output", "resume", "verbose", "strategy")}
-    result = run_search(SearchConfig(**values), args.output, resume=args.resume,
+    return SearchConfig(**{k: v for k, v in vars(args).items()
+                           if k not in ("command", "output", "resume", "verbose", "strategy")})
+
+
+def train_config(args: argparse.Namespace):
+    """The `TrainConfig` of parsed `train` arguments (flags not given: the recipe's)."""
+    from bnas_tf.train_run import TrainConfig
+
+    return TrainConfig(**{k: v for k, v in vars(args).items()
+                          if k not in ("command", "output", "verbose", "strategy")})
+
+
+def _search(args) -> int:
+    from bnas_tf.search_run import run_search
+
+    result = run_search(search_config(args), args.output, resume=args.resume,
                         verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
     epochs = result.history.get("epochs", [])
     last = epochs[-1]["logs"] if epochs else {}
@@ -176,11 +245,9 @@ def _search(args) -> int:
 
 
 def _train(args) -> int:
-    from bnas_tf.train_run import TrainConfig, run_training
+    from bnas_tf.train_run import run_training
 
-    values = {k: v for k, v in vars(args).items()
-              if k not in ("command", "output", "verbose", "strategy")}
-    result = run_training(TrainConfig(**values), args.output,
+    result = run_training(train_config(args), args.output,
                           verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
     for stage in ("stage1", "stage2"):
         test = result.metrics[stage]["test"]

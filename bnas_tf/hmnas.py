@@ -82,10 +82,10 @@ from bnas_tf.masks import (
     masked_conv_from,
     threshold_mask,
 )
+from bnas_tf.search_space import DEFAULT_SPACE
 from bnas_tf.supernet import SuperNet
 
-__all__ = ["HMNASArchitecture", "HMNASCell", "HMNASSuperNet", "METHODS", "supernet_class",
-           "copy_searched_weights"]
+__all__ = ["HMNASArchitecture", "HMNASCell", "HMNASSuperNet", "copy_searched_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +237,9 @@ class HMNASSuperNet(SuperNet):
 
     A subclass rather than a `method=` switch inside `SuperNet`: the HM-NAS
     forward pass, variables, derivation and weight copy are all different, and
-    keeping them apart leaves the DARTS supernet unchanged. `supernet_class(
-    "darts" | "hmnas")` picks the class by name (the CLI's `--method`).
+    keeping them apart leaves the DARTS supernet unchanged.
+    `bnas_tf.recipes.supernet_class("darts" | "hmnas")` picks the class by
+    name (the CLI's `--method`, `--recipe hmnas`).
 
     Args:
         space, num_classes, layers, channels, temperature, cell_skip,
@@ -257,8 +258,8 @@ class HMNASSuperNet(SuperNet):
         ValueError: an initial score is not above its threshold.
     """
 
-    def __init__(self, space="bats", num_classes: int = 10, layers: int = 8, channels: int = 16,
-                 *, op_threshold: float = DEFAULT_THRESHOLD,
+    def __init__(self, space=DEFAULT_SPACE, num_classes: int = 10, layers: int = 8,
+                 channels: int = 16, *, op_threshold: float = DEFAULT_THRESHOLD,
                  edge_threshold: float = DEFAULT_THRESHOLD,
                  weight_threshold: float = DEFAULT_THRESHOLD,
                  op_initial: float = DEFAULT_INITIAL, edge_initial: float = DEFAULT_INITIAL,
@@ -315,12 +316,16 @@ class HMNASSuperNet(SuperNet):
                 if isinstance(op, ops.BinaryConvBN) and isinstance(op.conv, _KernelMaskMixin)]
 
     def weight_mask_fraction(self) -> tf.Tensor:
-        """Fraction of binary-conv kernel entries whose mask is on."""
+        """Fraction of binary-conv kernel entries whose mask is on.
+
+        Counts the real entries only: not those outside the group blocks of
+        grouped convs trained masked, which are always zero.
+        """
         convs = [c for c in self.masked_convs() if c.built]
         if not convs:
             return tf.constant(1.0)
-        on = tf.add_n([tf.reduce_sum(c.kernel_mask()) for c in convs])
-        return on / float(sum(int(np.prod(c.kernel.shape)) for c in convs))
+        on = tf.add_n([c.kernel_mask_on() for c in convs])
+        return on / float(sum(ops.active_entries(c.kernel) for c in convs))
 
     # -- forward -----------------------------------------------------------------------------
 
@@ -416,27 +421,13 @@ class HMNASSuperNet(SuperNet):
         model = build_network(self.genotype(), num_classes=self.num_classes,
                               layers=self.num_layers, channels=self.channels,
                               input_shape=tuple(input_shape), cell_skip=self.cell_skip,
-                              stem_multiplier=self.stem_multiplier, name=name)
+                              stem_multiplier=self.stem_multiplier,
+                              binary_weights=self.space.binary_search_weights, name=name)
         copy_searched_weights(self, model)
         return model
 
     def get_config(self):
         return {**super().get_config(), **self._hm_options}
-
-
-METHODS: dict[str, type[SuperNet]] = {"darts": SuperNet, "hmnas": HMNASSuperNet}
-
-
-def supernet_class(method: str) -> type[SuperNet]:
-    """`SuperNet` for `"darts"`, `HMNASSuperNet` for `"hmnas"`.
-
-    Raises:
-        ValueError: for any other name, listing the valid ones.
-    """
-    if method not in METHODS:
-        raise ValueError(f"Unknown search method {method!r}; expected one of "
-                         f"{', '.join(repr(m) for m in METHODS)}.")
-    return METHODS[method]
 
 
 # -- weight copy -------------------------------------------------------------------------------

@@ -94,7 +94,9 @@ class Sparsity(tf.keras.regularizers.Regularizer):
     """L1 pull of mask scores toward zero (below the threshold): `strength · mean(|s|)`.
 
     The mean (not the sum) keeps the strength independent of how many scores
-    a variable has, so one value suits op, edge and kernel scores. Scores
+    a variable has, so one value suits op, edge and kernel scores. On the
+    kernel scores of a grouped conv trained masked, the mean runs over the
+    real (in-block) entries only. Scores
     that the task loss does not defend drift below the threshold and switch
     their mask off; scores whose mask lowers the loss are held up by the
     straight-through gradient.
@@ -128,14 +130,33 @@ class _KernelMaskMixin:
 
     def build(self, input_shape):
         super().build(input_shape)
+        regularizer = self.mask_regularizer
         self.kernel_scores = self.add_weight(
             "kernel_scores", self.kernel.shape,
             initializer=tf.keras.initializers.Constant(self.mask_initial),
-            regularizer=self.mask_regularizer, dtype=self.kernel.dtype)
+            # on the real entries only: a grouped conv's off-block entries do not exist
+            regularizer=(lambda scores: regularizer(self.real_entries(scores)))
+            if regularizer is not None else None, dtype=self.kernel.dtype)
+
+    def real_entries(self, values: tf.Tensor) -> tf.Tensor:
+        """`values` (kernel-shaped) at the entries the conv uses, flattened.
+
+        All entries, except for grouped convs trained masked
+        (`GroupMaskedQuantConv2D`), whose entries outside the group blocks
+        are always zero.
+        """
+        block = getattr(self, "_mask", None)
+        if block is None:
+            return tf.reshape(values, [-1])
+        return tf.boolean_mask(values, tf.broadcast_to(block > 0, values.shape))
 
     def kernel_mask(self) -> tf.Tensor:
         """The binary kernel mask `1[score > τ]` (straight-through gradient)."""
         return threshold_mask(self.kernel_scores, self.mask_threshold)
+
+    def kernel_mask_on(self) -> tf.Tensor:
+        """How many real kernel entries (see `real_entries`) have their mask on."""
+        return tf.reduce_sum(self.real_entries(self.kernel_mask()))
 
     def masked_kernel(self) -> np.ndarray:
         """`kernel · mask` as a NumPy array (what the forward pass uses)."""

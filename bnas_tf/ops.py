@@ -532,7 +532,10 @@ class GroupMaskedQuantConv2D(lq.layers.QuantConv2D):
     never change (and never flip sign). `grouped_kernel()` returns the
     `[k, k, in/groups, filters]` kernel a real grouped conv would hold;
     `bnas_tf.export.native_groups(model)` swaps these layers for real grouped
-    `QuantConv2D`s before Larq Compute Engine converts the model.
+    `QuantConv2D`s before Larq Compute Engine converts the model. With
+    `kernel_quantizer="magnitude_aware_sign"` the per-output-channel scale is
+    mean |W| over the in-block entries only, the grouped conv's own scale
+    (Larq's would average the masked zeros too: 1/groups of it).
 
     Example:
         >>> conv = GroupMaskedQuantConv2D(8, 3, mask_groups=4, padding="same",
@@ -571,6 +574,12 @@ class GroupMaskedQuantConv2D(lq.layers.QuantConv2D):
         # read by `active_entries` (sign-flip ratios count only these)
         _latent(self.kernel)._bnas_active_entries = int(block.sum()) * int(np.prod(self.kernel_size))
 
+    def _get_quantizer(self, name):
+        quantizer = super()._get_quantizer(name)
+        if name == "kernel" and isinstance(quantizer, lq.quantizers.MagnitudeAwareSign):
+            return _InBlockMagnitudeAwareSign(quantizer, self._mask)
+        return quantizer
+
     def convolution_op(self, inputs, kernel):
         return super().convolution_op(inputs, kernel * tf.cast(self._mask, kernel.dtype))
 
@@ -583,6 +592,25 @@ class GroupMaskedQuantConv2D(lq.layers.QuantConv2D):
 
     def get_config(self):
         return {**super().get_config(), "mask_groups": self.mask_groups}
+
+
+class _InBlockMagnitudeAwareSign:
+    """`magnitude_aware_sign` of a block-masked kernel: `s_c · ste_sign(W)` with
+    `s_c = mean |W|` over output channel c's in-block entries (no gradient to s_c):
+    Larq's quantizer (whose `s_c` also averages the masked zeros) times a constant."""
+
+    precision = 1
+
+    def __init__(self, quantizer: lq.quantizers.MagnitudeAwareSign, mask: tf.Tensor):
+        self.quantizer, self.mask = quantizer, mask
+
+    def __call__(self, kernel: tf.Tensor) -> tf.Tensor:
+        mask = tf.cast(self.mask, kernel.dtype)
+        entries = tf.reduce_sum(mask, axis=(0, 1, 2)) * float(np.prod(kernel.shape[:2]))
+        scale = tf.reduce_sum(tf.abs(kernel * mask), axis=(0, 1, 2)) / entries
+        dense = tf.reduce_mean(tf.abs(kernel), axis=(0, 1, 2))  # Larq's scale
+        # Larq's quantizer (its gradient, metrics and build), rescaled
+        return self.quantizer(kernel) * tf.stop_gradient(tf.math.divide_no_nan(scale, dense))
 
 
 def _latent(variable):

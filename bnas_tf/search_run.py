@@ -21,7 +21,7 @@ end. Resuming a multi-worker run reads the chief's checkpoints, so
 `output_dir` must be on a filesystem all workers share.
 
 Example:
-    >>> result = run_search(SearchConfig(dataset="cifar10", data_dir="data", space="bats",
+    >>> result = run_search(SearchConfig(dataset="cifar10", data_dir="data", recipe="bnas",
     ...                                  layers=5, channels=16, epochs=2, limit=2000),
     ...                     "RUN")
     >>> result.genotype.normal.nodes[0]
@@ -41,10 +41,10 @@ import tensorflow as tf
 
 from bnas_tf import callbacks as callbacks_lib
 from bnas_tf import data as data_lib
-from bnas_tf import distribute, regularizers
+from bnas_tf import distribute, recipes, regularizers
 from bnas_tf._io import atomic_write_text
 from bnas_tf.genotype import Genotype
-from bnas_tf.hmnas import HMNASSuperNet, supernet_class
+from bnas_tf.hmnas import HMNASSuperNet
 from bnas_tf.masks import DEFAULT_INITIAL, DEFAULT_THRESHOLD, DEFAULT_WEIGHT_INITIAL
 from bnas_tf.search_space import SearchSpace
 from bnas_tf.supernet import SuperNet
@@ -56,35 +56,56 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class SearchConfig:
-    """Settings of a search run (defaults: METHODS.md; a small, quick network)."""
+    """Settings of a search run (a small, quick network by default).
+
+    The settings a recipe sets (`bnas_tf.recipes.Recipe.SEARCH_SETTINGS`:
+    method, space, cell_skip, temperature, anneal_from, diversity, tau,
+    temperature_regularizer, learning_rate, arch_learning_rate,
+    arch_beta_1/2, arch_weight_decay, binary_search_weights) default to None:
+    a None takes the value of `recipe`, or of `bnas_tf.recipes.DEFAULTS` when
+    no recipe is named; a value given explicitly overrides the recipe's.
+    `anneal_from` stays None (fixed T) unless the recipe anneals; 0 disables
+    annealing explicitly. `config.json` records the resolved values and the
+    recipe's name.
+
+    Example:
+        >>> SearchConfig(recipe="bnas", epochs=10).binary_search_weights
+        True
+        >>> SearchConfig().space                   # no recipe: bnas_tf's defaults
+        'lce'
+    """
 
     dataset: str = "cifar10"
     data_dir: str | None = None
     download: bool = True
     limit: int | None = None
-    space: str = "bats"
+    recipe: str | None = None
+    space: str | None = None
     nodes: int = 4
     input_quantizer: str = "ste_sign"
     layers: int = 5
     channels: int = 16
-    cell_skip: bool = True
+    cell_skip: bool | None = None
     epochs: int = 50
     batch_size: int = 64
     augment: bool = True
-    learning_rate: float = 1e-3
-    arch_learning_rate: float = 3e-4
-    arch_weight_decay: float = 1e-3
-    temperature: float = 0.2
+    learning_rate: float | None = None
+    arch_learning_rate: float | None = None
+    arch_beta_1: float | None = None
+    arch_beta_2: float | None = None
+    arch_weight_decay: float | None = None
+    binary_search_weights: bool | None = None
+    temperature: float | None = None
     anneal_from: float | None = None
-    diversity: float = 1.0
-    tau: float = 7.7
-    temperature_regularizer: float = 0.0
+    diversity: float | None = None
+    tau: float | None = None
+    temperature_regularizer: float | None = None
     warmup_epochs: int = 0
     second_order: bool = False
     mixed_bfloat16: bool = False
     sync_batch_norm: bool = True
     seed: int = 0
-    method: str = "darts"
+    method: str | None = None
     mask_threshold: float = DEFAULT_THRESHOLD
     mask_initial: float = DEFAULT_INITIAL
     weight_mask_initial: float = DEFAULT_WEIGHT_INITIAL
@@ -92,7 +113,10 @@ class SearchConfig:
     weight_sparsity: float = 0.0
 
     def __post_init__(self):
-        supernet_class(self.method)  # raises for unknown methods, naming the valid ones
+        for key, value in recipes.get(self.recipe).search_settings().items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        recipes.supernet_class(self.method)  # raises for unknown methods, naming the valid ones
 
     @classmethod
     def from_dict(cls, values: dict) -> SearchConfig:
@@ -126,7 +150,8 @@ def build_supernet(config: SearchConfig, num_classes: int,
 
 def _build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
     space = SearchSpace.get(config.space, nodes=config.nodes,
-                            input_quantizer=config.input_quantizer)
+                            input_quantizer=config.input_quantizer,
+                            binary_search_weights=config.binary_search_weights)
     kwargs = {}
     if config.method == "hmnas":
         kwargs = {f"{level}_threshold": config.mask_threshold
@@ -134,7 +159,7 @@ def _build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
         kwargs.update(op_initial=config.mask_initial, edge_initial=config.mask_initial,
                       weight_initial=config.weight_mask_initial, sparsity=config.sparsity,
                       weight_sparsity=config.weight_sparsity)
-    net = supernet_class(config.method)(
+    net = recipes.supernet_class(config.method)(
         space, num_classes=num_classes, layers=config.layers, channels=config.channels,
         temperature=config.anneal_from or config.temperature, cell_skip=config.cell_skip,
         seed=config.seed, **kwargs)
@@ -146,7 +171,8 @@ def _build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
     net.compile(
         optimizer=tf.keras.optimizers.legacy.Adam(config.learning_rate),
         arch_optimizer=tf.keras.optimizers.legacy.Adam(config.arch_learning_rate,
-                                                       beta_1=0.5, beta_2=0.999),
+                                                       beta_1=config.arch_beta_1,
+                                                       beta_2=config.arch_beta_2),
         metrics=["accuracy"],
         arch_regularizer=terms or None,
         arch_weight_decay=config.arch_weight_decay,

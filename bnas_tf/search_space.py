@@ -8,10 +8,16 @@ Three binary spaces are predefined (METHODS.md §1):
 | `bnas` | dense                            | no           | yes               | real-valued          |
 | `lce`  | grouped only at 32·k channels    | yes          | no                | binary               |
 
-The `lce` space is the deployment space: every conv inside a cell is binary and
-converts to Larq Compute Engine's `LceBconv2d`, and the inter-cell skips double
-channels by repeating them, so only the stem, the first cell's skip projection
-and the classifier hold real-valued weights.
+The `lce` space is the deployment space and the default (`DEFAULT_SPACE`):
+every conv inside a cell is binary and converts to Larq Compute Engine's
+`LceBconv2d`, and the inter-cell skips double channels by repeating them, so
+only the stem, the first cell's skip projection and the classifier hold
+real-valued weights. LCE leaves the grouped binary convs of `bats` (3 input
+channels per group) in float; `lce_float_widths` finds such convs, and
+`SuperNet` logs a warning when it is built over them.
+
+Weights are real-valued during search unless `binary_search_weights=True`
+(BNAS searches with binary weights; `bnas_tf.recipes.get("bnas")` sets it).
 
 Example:
     >>> space = bn.SearchSpace.get("bats")
@@ -22,14 +28,24 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 
 import tensorflow as tf
 
 from bnas_tf import ops
 from bnas_tf.errors import SearchSpaceError
 
-__all__ = ["SearchSpace"]
+__all__ = ["SearchSpace", "DEFAULT_SPACE", "LCE_GROUP_CHANNELS", "lce_float_widths",
+           "warn_if_not_deployable"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPACE = "lce"
+"""The space used when none is named: its searched networks deploy with binary kernels."""
+
+LCE_GROUP_CHANNELS = 32
+"""LCE converts a grouped binary conv only with a multiple of this many input channels per group."""
 
 _CONVS = ("bin_conv_3x3", "bin_conv_5x5", "bin_dil_conv_3x3", "bin_dil_conv_5x5")
 _POOLS = ("max_pool_3x3", "avg_pool_3x3")
@@ -65,6 +81,10 @@ class SearchSpace:
             factorized reductions) binary, as the `lce` space does.
         parameter_free_skips: where the inter-cell skip doubles the channels,
             repeat them instead of a real-valued 1×1 conv (the `lce` space).
+        binary_search_weights: binarize the binary convs' kernels (with
+            `weight_quantizer`) already during search, as BNAS does; False
+            searches with real-valued latent weights (BATS, METHODS.md §6).
+            Ops built for a genotype's network pass `binary_weights` explicitly.
 
     Raises:
         SearchSpaceError: for unknown or duplicate op names and bad settings.
@@ -74,7 +94,7 @@ class SearchSpace:
                  input_quantizer: str = "ste_sign", group_channels: int | None = None,
                  convertible_groups: bool = False, selectable_none: bool = False,
                  weight_quantizer: str = "ste_sign", binary_cell_inputs: bool = False,
-                 parameter_free_skips: bool = False):
+                 parameter_free_skips: bool = False, binary_search_weights: bool = False):
         op_names = tuple(op_names)
         if not op_names:
             raise SearchSpaceError("A search space needs at least one op name.")
@@ -97,6 +117,7 @@ class SearchSpace:
         self.selectable_none = bool(selectable_none)
         self.weight_quantizer = weight_quantizer
         self.parameter_free_skips = bool(parameter_free_skips)
+        self.binary_search_weights = bool(binary_search_weights)
         self.options = ops.OpOptions(input_quantizer=input_quantizer,
                                      group_channels=group_channels,
                                      convertible_groups=convertible_groups,
@@ -138,15 +159,19 @@ class SearchSpace:
         return [(i, j + 2) for j in range(self.nodes) for i in range(j + 2)]
 
     def build_op(self, op_name: str, filters: int, strides: int, *, affine: bool = False,
-                 binary_weights: bool = False, masked_groups: bool = False
+                 binary_weights: bool | None = None, masked_groups: bool = False
                  ) -> tf.keras.layers.Layer:
-        """Instantiate one op of this space (see `bnas_tf.ops.OpOptions` for the flags)."""
+        """Instantiate one op of this space (see `bnas_tf.ops.OpOptions` for the flags).
+
+        `binary_weights=None` (what the supernet passes) follows
+        `binary_search_weights`.
+        """
         if op_name not in self.op_names:
             raise SearchSpaceError(
                 f"Op {op_name!r} is not in search space {self.name!r} ({', '.join(self.op_names)}).")
         options = ops.OpOptions(
             input_quantizer=self.options.input_quantizer,
-            kernel_quantizer=self.weight_quantizer if binary_weights else None,
+            kernel_quantizer=self._kernel_quantizer(binary_weights),
             group_channels=self.options.group_channels,
             convertible_groups=self.options.convertible_groups,
             affine=affine,
@@ -156,15 +181,24 @@ class SearchSpace:
         return ops.get(op_name)(filters, strides, options)
 
     def build_cell_input(self, filters: int, reduction_prev: bool, *, affine: bool = True,
-                         binary_weights: bool = False) -> tf.keras.layers.Layer:
+                         binary_weights: bool | None = None) -> tf.keras.layers.Layer:
         """The preprocessing conv of a cell input (see `bnas_tf.ops.cell_input`)."""
         options = ops.OpOptions(
             input_quantizer=self.options.input_quantizer,
-            kernel_quantizer=self.weight_quantizer if binary_weights else None,
+            kernel_quantizer=self._kernel_quantizer(binary_weights),
             affine=affine,
             binary_cell_inputs=self.options.binary_cell_inputs,
         )
         return ops.cell_input(filters, reduction_prev, options)
+
+    def _kernel_quantizer(self, binary_weights: bool | None) -> str | None:
+        if binary_weights is None:
+            binary_weights = self.binary_search_weights
+        return self.weight_quantizer if binary_weights else None
+
+    def lce_float_widths(self, widths: Iterable[int]) -> dict[int, int]:
+        """See the module function `lce_float_widths`."""
+        return lce_float_widths(self, widths)
 
     def get_config(self) -> dict:
         return {
@@ -178,6 +212,7 @@ class SearchSpace:
             "parameter_free_skips": self.parameter_free_skips,
             "selectable_none": self.selectable_none,
             "weight_quantizer": self.weight_quantizer,
+            "binary_search_weights": self.binary_search_weights,
         }
 
     @classmethod
@@ -202,3 +237,62 @@ class SearchSpace:
 
     def __repr__(self):
         return f"SearchSpace({list(self.op_names)!r}, name={self.name!r}, nodes={self.nodes})"
+
+
+def lce_float_widths(space: SearchSpace, widths: Iterable[int]) -> dict[int, int]:
+    """The cell widths at which Larq Compute Engine would keep the space's binary convs float.
+
+    LCE converts a grouped binary conv only when its input channels per group
+    are a multiple of `LCE_GROUP_CHANNELS` (32); dense ones always convert.
+
+    Args:
+        space: the search space.
+        widths: channels per node of the cells (e.g. 16, 32, 64).
+
+    Returns:
+        `{width: input channels per group}` for each width whose grouped binary
+        convs stay float; empty when every binary conv converts.
+
+    Example:
+        >>> lce_float_widths(SearchSpace.get("bats"), [36, 72]), lce_float_widths(
+        ...     SearchSpace.get("lce"), [32, 64])
+        ({36: 3, 72: 3}, {})
+    """
+    if not set(_CONVS) & set(space.op_names) or not space.options.group_channels:
+        return {}
+    found = {}
+    for width in sorted(set(widths)):
+        groups = ops.resolve_groups(width, space.options.group_channels,
+                                    space.options.convertible_groups)
+        if groups > 1 and (width // groups) % LCE_GROUP_CHANNELS:
+            found[width] = width // groups
+    return found
+
+
+_WARNED: set[tuple] = set()
+
+
+def warn_if_not_deployable(space: SearchSpace, widths: Iterable[int]) -> bool:
+    """Log one warning (once per space and widths) if LCE would keep binary convs float.
+
+    Returns:
+        True when the network's grouped binary convs will not run as LCE binary ops.
+    """
+    found = lce_float_widths(space, widths)
+    if not found:
+        return False
+    key = (repr(space.get_config()), tuple(sorted(found.items())))
+    if key not in _WARNED:
+        _WARNED.add(key)
+        by_count: dict[int, list[str]] = {}
+        for width, count in found.items():
+            by_count.setdefault(count, []).append(str(width))
+        per_group = "; ".join(f"{count} input channels per group at {'/'.join(ws)} channels"
+                              for count, ws in by_count.items())
+        log.warning(
+            "Search space %r gives its grouped binary convs %s. Larq Compute Engine converts "
+            "a grouped binary conv only with a multiple of %d input channels per group, so "
+            "the exported network will run these convs in float. For binary kernels on "
+            "device, search the %r space (bnas-tf search --space %s).",
+            space.name, per_group, LCE_GROUP_CHANNELS, DEFAULT_SPACE, DEFAULT_SPACE)
+    return True

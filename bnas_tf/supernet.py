@@ -1,7 +1,7 @@
 """The search supernet: a Keras model with a bilevel `train_step`.
 
 Example:
-    >>> space = bn.SearchSpace.get("bats")
+    >>> space = bn.SearchSpace.get("lce")
     >>> net = bn.SuperNet(space, num_classes=10, layers=5, channels=16, temperature=0.2)
     >>> net.compile(optimizer=tf.keras.optimizers.legacy.Adam(1e-3),
     ...             arch_regularizer=bn.regularizers.Diversity(1.0, tau=7.7),
@@ -29,7 +29,7 @@ from bnas_tf.distribute import num_replicas, scale_for_replicas
 from bnas_tf.errors import DataError
 from bnas_tf.genotype import Genotype, derive_genotype
 from bnas_tf.layers import ArchitectureParameters, SearchCell
-from bnas_tf.search_space import SearchSpace
+from bnas_tf.search_space import DEFAULT_SPACE, SearchSpace, warn_if_not_deployable
 
 __all__ = ["SuperNet", "reduction_indices"]
 
@@ -99,7 +99,9 @@ class SuperNet(tf.keras.Model):
     cells share `α_normal`, all reduction cells `α_reduce`.
 
     Args:
-        space: a `SearchSpace`, its name (`bats`, `bnas`, `lce`) or config.
+        space: a `SearchSpace`, its name (`bats`, `bnas`, `lce`) or config;
+            default `lce`, whose networks LCE deploys with binary kernels (a
+            space whose binary convs LCE keeps float logs a warning).
         num_classes: classifier outputs.
         layers: number of cells.
         channels: channels per node in the first cells (doubled at reductions).
@@ -115,7 +117,7 @@ class SuperNet(tf.keras.Model):
         epoch: non-trainable variable holding the current epoch.
     """
 
-    def __init__(self, space: SearchSpace | str | dict = "bats", num_classes: int = 10,
+    def __init__(self, space: SearchSpace | str | dict = DEFAULT_SPACE, num_classes: int = 10,
                  layers: int = 8, channels: int = 16, *, temperature: float = 0.2,
                  cell_skip: bool = True, stem_multiplier: int = 3, seed: int | None = None,
                  **kwargs):
@@ -138,6 +140,7 @@ class SuperNet(tf.keras.Model):
             self.cells.append(self._make_cell(filters, reduction, reduction_prev, c_prev,
                                               f"cell_{i}"))
             c_prev, reduction_prev = self.space.nodes * filters, reduction
+        warn_if_not_deployable(self.space, [cell.filters for cell in self.cells])
         self.global_pool = tf.keras.layers.GlobalAveragePooling2D()
         # float32 logits also under a mixed-precision policy (numerically safe loss)
         self.classifier = tf.keras.layers.Dense(num_classes, name="classifier", dtype="float32")
@@ -284,10 +287,18 @@ class SuperNet(tf.keras.Model):
         return val_loss, self._unrolled_gradients(x_t, y_t, x_v, y_v)
 
     def _unrolled_gradients(self, x_t, y_t, x_v, y_v):
-        """DARTS second-order α gradient, weights restored afterwards."""
+        """DARTS second-order α gradient; weights and BN moving statistics restored afterwards.
+
+        The virtual step and the finite differences run the network in
+        training mode at weights other than the current ones; their batch
+        statistics must not enter the moving averages.
+        """
         weights, alphas = self.weight_variables, self.arch_variables
         xi = _learning_rate(self.optimizer)
         backup = [tf.identity(w) for w in weights]
+        statistics = [v for m in self.submodules if isinstance(m, tf.keras.layers.BatchNormalization)
+                      for v in (m.moving_mean, m.moving_variance)]
+        statistics_backup = [tf.identity(v) for v in statistics]
 
         def zeros_for_none(grads, variables):
             return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables, strict=False)]
@@ -313,6 +324,8 @@ class SuperNet(tf.keras.Model):
         plus, minus = train_alpha_grad(1.0), train_alpha_grad(-1.0)
         for w, b in zip(weights, backup, strict=False):
             w.assign(b)
+        for v, b in zip(statistics, statistics_backup, strict=True):
+            v.assign(b)
         return [d - xi * (p - m) / (2.0 * eps) for d, p, m in zip(d_alpha, plus, minus, strict=False)]
 
     def arch_step(self, x_train, y_train, x_val, y_val) -> tf.Tensor:

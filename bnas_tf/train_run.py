@@ -32,12 +32,14 @@ import numpy as np
 import tensorflow as tf
 
 from bnas_tf import data as data_lib
-from bnas_tf import distribute
+from bnas_tf import distribute, recipes
 from bnas_tf._io import atomic_write_text
 from bnas_tf.builder import build_network, count_params
 from bnas_tf.flips import ChangeToInitRatio, FlipFlopRatio
 from bnas_tf.genotype import Genotype
 from bnas_tf.saving import load_model
+from bnas_tf.search_space import warn_if_not_deployable
+from bnas_tf.supernet import reduction_indices
 from bnas_tf.training import train_two_stage
 
 __all__ = ["TrainConfig", "TrainResult", "run_training", "save_model_atomically"]
@@ -47,24 +49,43 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Settings of a training run (defaults: METHODS.md §7, a small network)."""
+    """Settings of a training run (defaults: METHODS.md §7, a small network).
+
+    `channels`, `cell_skip`, `weight_decay`, `kernel_quantizer` and
+    `learning_rate` left None take the value of `recipe` (see
+    `bnas_tf.recipes.Recipe.train_settings`), or of `bnas_tf.recipes.DEFAULTS`
+    when no recipe is named: 32 channels, inter-cell skips, weight decay 5e-6,
+    the genotype space's weight quantizer, Adam 1e-3 · batch/256. Explicit
+    values override the recipe's. Train with the recipe the genotype was
+    searched with: the cell template (`cell_skip`) must match.
+
+    Example:
+        >>> TrainConfig(genotype="RUN/genotype.json", recipe="bats").channels
+        36
+    """
 
     genotype: str = "RUN/genotype.json"
     dataset: str = "cifar10"
     data_dir: str | None = None
     download: bool = True
     limit: int | None = None
+    recipe: str | None = None
     layers: int = 8
-    channels: int = 36
-    cell_skip: bool = True
+    channels: int | None = None
+    cell_skip: bool | None = None
     epochs: tuple[int, int] = (1, 1)
     batch_size: int = 64
     augment: bool = True
     learning_rate: float | None = None
-    weight_decay: float = 5e-6
+    weight_decay: float | None = None
     kernel_quantizer: str | None = None
     sync_batch_norm: bool = True
     seed: int = 0
+
+    def __post_init__(self):
+        for key, value in recipes.get(self.recipe).train_settings().items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
 
 
 @dataclasses.dataclass
@@ -104,6 +125,33 @@ def _epochs_table(history: dict) -> list[dict]:
     return [{"epoch": i, **{k: float(history[k][i]) for k in keys}} for i in range(count)]
 
 
+def _cell_widths(channels: int, layers: int) -> list[int]:
+    """Channels per node of each cell (doubled at the reductions, as `build_network` does)."""
+    widths, reductions = [], reduction_indices(layers)
+    for i in range(layers):
+        channels = channels * 2 if i in reductions else channels
+        widths.append(channels)
+    return widths
+
+
+def _check_search_recipe(config: TrainConfig) -> None:
+    """Warn when the genotype's search run (its config.json) used another recipe."""
+    path = Path(config.genotype).parent / "config.json"
+    try:
+        searched = json.loads(path.read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        return
+    if searched != config.recipe:
+        def named(recipe):
+            return f"recipe {recipe!r}" if recipe else "no recipe"
+
+        log.warning("%s was searched with %s but is trained with %s; the cell template "
+                    "(cell_skip=%s) and training settings follow the latter. Train with %s "
+                    "to train it as searched.", config.genotype, named(searched),
+                    named(config.recipe), config.cell_skip,
+                    f"--recipe {searched}" if searched else "no --recipe")
+
+
 def run_training(config: TrainConfig, output_dir: str | os.PathLike, *,
                  verbose: int = 2, strategy: str | tf.distribute.Strategy | None = "default"
                  ) -> TrainResult:
@@ -136,6 +184,8 @@ def _train(config, genotype, data, output_dir, *, verbose, start) -> TrainResult
     atomic_write_text(output_dir / "config.json",
                       json.dumps(dataclasses.asdict(config), indent=2))
     tf.keras.utils.set_random_seed(config.seed)
+    _check_search_recipe(config)
+    warn_if_not_deployable(genotype.search_space, _cell_widths(config.channels, config.layers))
     model = build_network(genotype, num_classes=data.num_classes, layers=config.layers,
                           channels=config.channels, input_shape=data.input_shape,
                           cell_skip=config.cell_skip)

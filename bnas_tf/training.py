@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 import larq as lq
 import tensorflow as tf
 
+from bnas_tf.distribute import scale_for_replicas
+
 __all__ = ["TwoStageResult", "train_two_stage", "with_weight_decay", "binarize_weights",
            "binary_conv_layers", "Distiller", "LearningRateLogger"]
 
@@ -82,6 +84,9 @@ def binarize_weights(model: tf.keras.Model, kernel_quantizer: str = "ste_sign"
 
     The latent weights are copied unchanged; `weight_clip` keeps them in
     [-1, 1] from the next update on (Larq's recommendation for binary kernels).
+    Stage 2 has no weight decay (AdamBNN, METHODS.md §7): the copy drops the
+    kernel regularizers of every conv, the real-valued ones (stem, 1×1 cell
+    inputs, factorized reductions, skip projections) included.
 
     Args:
         model: a network with binary activations (e.g. from `build_network`).
@@ -97,10 +102,11 @@ def binarize_weights(model: tf.keras.Model, kernel_quantizer: str = "ste_sign"
                          "input_quantizer); nothing to binarize.")
 
     def edit(layer, config):
+        key = "depthwise" if isinstance(layer, tf.keras.layers.DepthwiseConv2D) else "kernel"
         if id(layer) in targets:
-            key = "depthwise" if isinstance(layer, lq.layers.QuantDepthwiseConv2D) else "kernel"
             config[f"{key}_quantizer"] = kernel_quantizer
             config[f"{key}_constraint"] = "weight_clip"
+        if isinstance(layer, _CONVS):
             config[f"{key}_regularizer"] = None
         return config
 
@@ -125,9 +131,10 @@ class LearningRateLogger(tf.keras.callbacks.Callback):
 class Distiller(tf.keras.Model):
     """Train `student` against a real-valued `teacher`'s outputs (ReActNet, AdamBNN).
 
-    `loss = (1 − α)·CE(y, s) + α·T²·KL(softmax(t/T) ‖ softmax(s/T))` with
-    student logits `s` and teacher logits `t`; α = 1 is ReActNet's pure
-    distributional loss. Calling the distiller calls the student.
+    `loss = (1 − α)·CE(y, s) + α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + R` with
+    student logits `s`, teacher logits `t` and the student's regularization
+    losses `R` (its weight decay), which count fully whatever α is; α = 1 is
+    ReActNet's pure distributional loss. Calling the distiller calls the student.
 
     Args:
         student: the model being trained (updated in place).
@@ -155,10 +162,12 @@ class Distiller(tf.keras.Model):
         t = self.distill_temperature
         with tf.GradientTape() as tape:
             student = self.student(x, training=True)
-            hard = self.compiled_loss(y, student, regularization_losses=self.student.losses)
+            hard = self.compiled_loss(y, student)
             soft = tf.reduce_mean(tf.keras.losses.kl_divergence(
                 tf.nn.softmax(teacher / t), tf.nn.softmax(student / t))) * t * t
             loss = (1.0 - self.alpha) * hard + self.alpha * soft
+            if self.student.losses:  # weight decay is not part of either target
+                loss += scale_for_replicas(tf.add_n(self.student.losses))  # as Keras does
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         self.compiled_metrics.update_state(y, student)

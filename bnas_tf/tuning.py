@@ -19,7 +19,7 @@ models (keras-team/keras-tuner#1039). This is the only module importing it.
 
 Example:
     >>> import keras_tuner as kt
-    >>> hypermodel = SearchHyperModel("bats", num_classes=10, derived_epochs=(2, 2))
+    >>> hypermodel = SearchHyperModel(recipe="bnas", num_classes=10, derived_epochs=(2, 2))
     >>> tuner = kt.RandomSearch(hypermodel, objective=SearchHyperModel.objective(),
     ...                         max_trials=10, directory="TUNE", project_name="search")
     >>> tuner.search(bn.data.search_pairs(data, batch_size=64), epochs=10,
@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from bnas_tf import regularizers
+from bnas_tf import recipes, regularizers
 from bnas_tf.builder import build_network
 from bnas_tf.genotype import Genotype
 from bnas_tf.search_space import SearchSpace
@@ -106,7 +106,11 @@ class SearchHyperModel(_HyperModel):
     Hyperparameters (name: range, default): `temperature`: 0.05–1 log, 0.2;
     `diversity` (λ): 0–2, 1.0; `tau` (τ, epochs): 1–20 log, 7.7;
     `learning_rate`: 1e-4–1e-2 log, 1e-3; `arch_learning_rate`: 1e-4–1e-2
-    log, 3e-4; `channels` and `layers`: the given choices.
+    log, 3e-4; `channels` and `layers`: the given choices. With `recipe`,
+    the defaults are the recipe's, and so are the search method (supernet
+    class), the cell template, search-time weight binarization, the α
+    optimizer's β and weight decay, the temperature regularizer and the
+    derived network's training settings (`bnas_tf.recipes`).
 
     `fit(hp, model, pairs, validation_data=..., epochs=..., callbacks=...)`
     takes what `tuner.search` gets: `pairs` from `bnas_tf.data.search_pairs`,
@@ -121,7 +125,9 @@ class SearchHyperModel(_HyperModel):
     from a new search with `get_best_hyperparameters()`.
 
     Args:
-        space: search space (name, config or `SearchSpace`).
+        space: search space (name, config or `SearchSpace`); default: the
+            recipe's (`lce` without a recipe).
+        recipe: a `bnas_tf.recipes` name (None: bnas_tf's defaults).
         num_classes: classifier outputs.
         channels: supernet widths to choose from (an int fixes it).
         layers: supernet depths to choose from.
@@ -135,13 +141,18 @@ class SearchHyperModel(_HyperModel):
         ImportError: keras-tuner is not installed.
     """
 
-    def __init__(self, space: SearchSpace | str | dict = "bats", *, num_classes: int = 10,
+    def __init__(self, space: SearchSpace | str | dict | None = None, *,
+                 recipe: str | None = None, num_classes: int = 10,
                  channels: int | Sequence[int] = (8, 16, 32), layers: int | Sequence[int] = (5, 8),
                  search_epochs: int = 10, derived_epochs: int | Sequence[int] = (1, 1),
                  derived_layers: int | None = None, derived_channels: int | None = None,
                  seed: int = 0, **kwargs):
         _keras_tuner()
         super().__init__(**kwargs)
+        self.recipe = recipes.get(recipe)
+        if space is None or isinstance(space, str):  # a named space searches as the recipe says
+            space = SearchSpace.get(space or self.recipe.space,
+                                    binary_search_weights=self.recipe.binary_search_weights)
         self.space = SearchSpace.get(space)
         self.num_classes = _choices("num_classes", num_classes)[0]
         self.channels, self.layers = _choices("channels", channels), _choices("layers", layers)
@@ -156,21 +167,27 @@ class SearchHyperModel(_HyperModel):
         return _keras_tuner().Objective(DERIVED_OBJECTIVE, direction="max")
 
     def build(self, hp) -> SuperNet:
-        net = SuperNet(self.space, num_classes=self.num_classes,
-                       layers=_int_hp(hp, "layers", self.layers, 5),
-                       channels=_int_hp(hp, "channels", self.channels, 16),
-                       temperature=hp.Float("temperature", 0.05, 1.0, sampling="log",
-                                            default=0.2),
-                       seed=self.seed)
-        diversity = hp.Float("diversity", 0.0, 2.0, default=1.0)
-        tau = hp.Float("tau", 1.0, 20.0, sampling="log", default=7.7)
+        r = self.recipe
+        net = recipes.supernet_class(r.method)(
+            self.space, num_classes=self.num_classes,
+            layers=_int_hp(hp, "layers", self.layers, 5),
+            channels=_int_hp(hp, "channels", self.channels, 16),
+            temperature=hp.Float("temperature", 0.05, 1.0, sampling="log",
+                                 default=r.temperature),
+            cell_skip=r.cell_skip, seed=self.seed)
+        diversity = hp.Float("diversity", 0.0, 2.0, default=r.diversity)
+        tau = hp.Float("tau", 1.0, 20.0, sampling="log", default=r.tau)
+        terms = [regularizers.Diversity(diversity, tau=tau)] if diversity else []
+        if r.temperature_regularizer:
+            terms.append(regularizers.Temperature(r.temperature_regularizer))
         net.compile(
             optimizer=tf.keras.optimizers.legacy.Adam(
-                hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)),
+                hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=r.learning_rate)),
             arch_optimizer=tf.keras.optimizers.legacy.Adam(
-                hp.Float("arch_learning_rate", 1e-4, 1e-2, sampling="log", default=3e-4),
-                beta_1=0.5, beta_2=0.999),
-            arch_regularizer=regularizers.Diversity(diversity, tau=tau) if diversity else None,
+                hp.Float("arch_learning_rate", 1e-4, 1e-2, sampling="log",
+                         default=r.arch_learning_rate),
+                beta_1=r.arch_beta_1, beta_2=r.arch_beta_2),
+            arch_regularizer=terms or None, arch_weight_decay=r.arch_weight_decay,
             metrics=["accuracy"])
         return net
 
@@ -192,8 +209,11 @@ class SearchHyperModel(_HyperModel):
                 input_shape=_input_shape(pairs, pairs=True), cell_skip=model.cell_skip)
         train = pairs.map(lambda train_half, val_half: train_half)
         result = train_two_stage(derived, train, validation_data, epochs=self.derived_epochs,
-                                 learning_rate=hp.get("learning_rate"), test_ds=validation_data,
-                                 verbose=verbose)
+                                 learning_rate=hp.get("learning_rate"),
+                                 weight_decay=self.recipe.weight_decay,
+                                 kernel_quantizer=(self.recipe.kernel_quantizer
+                                                   or genotype.search_space.weight_quantizer),
+                                 test_ds=validation_data, verbose=verbose)
         score = result.test["stage2"]
         log.info("trial genotype %s: derived val_accuracy %.4f", genotype.to_json(None),
                  score["accuracy"])
@@ -214,37 +234,44 @@ class TrainHyperModel(_HyperModel):
 
     Args:
         genotype: a `Genotype` or the path of a genotype JSON file.
+        recipe: a `bnas_tf.recipes` name: default learning rate and weight
+            decay, weight quantizer and cell template (None: bnas_tf's defaults).
         num_classes: classifier outputs.
         input_shape: `(height, width, channels)` of the images.
         channels, layers: network sizes to choose from (an int fixes it).
         epochs: `(stage1, stage2)` epochs when the tuner passes none.
-        kernel_quantizer: stage-2 weight binarizer (default: the genotype's).
+        kernel_quantizer: stage-2 weight binarizer (default: the recipe's, else
+            the genotype's).
 
     Raises:
         ImportError: keras-tuner is not installed.
     """
 
-    def __init__(self, genotype: Genotype | str, *, num_classes: int = 10,
-                 input_shape: Sequence[int] = (32, 32, 3),
+    def __init__(self, genotype: Genotype | str, *, recipe: str | None = None,
+                 num_classes: int = 10, input_shape: Sequence[int] = (32, 32, 3),
                  channels: int | Sequence[int] = (16, 36), layers: int | Sequence[int] = (8,),
                  epochs: int | Sequence[int] = (1, 1), kernel_quantizer: str | None = None,
                  **kwargs):
         _keras_tuner()
         super().__init__(**kwargs)
         self.genotype = genotype if isinstance(genotype, Genotype) else Genotype.load(genotype)
+        self.recipe = recipes.get(recipe)
         self.num_classes = _choices("num_classes", num_classes)[0]
         self.input_shape = tuple(input_shape)
         self.channels, self.layers = _choices("channels", channels), _choices("layers", layers)
         self.epochs = _stages("epochs", epochs)
-        self.kernel_quantizer = kernel_quantizer or self.genotype.search_space.weight_quantizer
+        self.kernel_quantizer = (kernel_quantizer or self.recipe.kernel_quantizer
+                                 or self.genotype.search_space.weight_quantizer)
 
     def build(self, hp) -> tf.keras.Model:
-        hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
-        hp.Float("weight_decay", 1e-7, 1e-4, sampling="log", default=5e-6)
+        hp.Float("learning_rate", 1e-4, 1e-2, sampling="log",
+                 default=self.recipe.train_learning_rate or 1e-3)
+        hp.Float("weight_decay", 1e-7, 1e-4, sampling="log",
+                 default=max(self.recipe.weight_decay, 1e-7))
         return build_network(self.genotype, num_classes=self.num_classes,
                              layers=_int_hp(hp, "layers", self.layers, 8),
                              channels=_int_hp(hp, "channels", self.channels, 36),
-                             input_shape=self.input_shape)
+                             input_shape=self.input_shape, cell_skip=self.recipe.cell_skip)
 
     def fit(self, hp, model: tf.keras.Model, train: tf.data.Dataset, *, validation_data=None,
             epochs: int | None = None, callbacks=None, verbose: int = 0, **kwargs) -> dict:

@@ -13,10 +13,11 @@ LIMIT=${LIMIT:-1000}
 bash scripts/cifar10.sh "$VENV/bin/python" "$DATA_DIR"
 rm -rf "$OUT"
 
+# Default space (lce) and training width (32): every binary conv converts to LceBconv2d.
 "$VENV/bin/bnas-tf" search --dataset cifar10 --data-dir "$DATA_DIR" --limit "$LIMIT" \
-  --space lce --layers 5 --channels 16 --epochs 1 --output "$OUT/search"
+  --layers 5 --channels 16 --epochs 1 --output "$OUT/search"
 "$VENV/bin/bnas-tf" train --genotype "$OUT/search/genotype.json" --dataset cifar10 \
-  --data-dir "$DATA_DIR" --limit "$LIMIT" --layers 5 --channels 32 --epochs 1,1 \
+  --data-dir "$DATA_DIR" --limit "$LIMIT" --layers 5 --epochs 1,1 \
   --output "$OUT/train"
 "$VENV/bin/python" export/to_tflite.py "$OUT/train/model" --output "$OUT/model.tflite" \
   --verify 1000 --dataset cifar10 --data-dir "$DATA_DIR" --benchmark \

@@ -656,3 +656,47 @@ def test_masked_grouped_convs_export_as_real_grouped_convs():
     grouped = {r.name for r in report.layers if r.details["groups"] > 1}
     assert grouped == {layer.name for layer in masked}
     assert export.verify(model, fb, x).top1_agreement == 1.0
+
+
+def test_magnitude_aware_sign_on_masked_groups_exports_the_trained_function():
+    """XNOR-style per-channel scale on a grouped conv trained masked: the scale is mean |W|
+    over the real (in-block) entries, as for the real grouped conv export swaps in, so the
+    trained Keras model, its `native_groups` copy and the LCE flatbuffer agree."""
+    conv = bn.ops.GroupMaskedQuantConv2D(
+        64, 3, mask_groups=2, padding="same", pad_values=1.0, input_quantizer="ste_sign",
+        kernel_quantizer="magnitude_aware_sign", kernel_constraint="weight_clip",
+        use_bias=False, name="g32_scaled")
+    model = one_conv(conv, 64, "grouped32_scaled")
+    with lq.context.quantized_scope(True):
+        kernel = conv.kernel.numpy() * conv._mask.numpy()
+    blocks = conv.grouped_kernel()  # [3, 3, 32, 64]: each output channel's real entries
+    np.testing.assert_allclose(np.abs(kernel).max(axis=(0, 1, 2)),
+                               np.abs(blocks).mean(axis=(0, 1, 2)), rtol=1e-5)
+    x = inputs(model, 16)
+    native = export.native_groups(model)
+    np.testing.assert_allclose(native.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-4)
+    fb = export.convert(model)
+    assert export.conversion_report(model, fb, compare_float=False).all_converted
+    result = export.verify(model, fb, x)
+    assert result.top1_agreement == 1.0 and result.max_abs_diff < 1e-3 * result.max_abs_output
+
+
+def test_default_pipeline_converts_every_binary_conv():
+    """No recipe, no flags: the space `bnas-tf search` uses and the width, cell template and
+    weight quantizer of `bnas-tf train` give a network whose binary convs all become
+    `LceBconv2d`."""
+    from bnas_tf.search_run import SearchConfig
+    from bnas_tf.train_run import TrainConfig
+
+    search, train = SearchConfig(), TrainConfig()
+    space = bn.SearchSpace.get(search.space, nodes=2)
+    genotype = bn.Genotype(normal=FULL_NORMAL, reduce=FULL_REDUCE, space=space.get_config())
+    tf.keras.utils.set_random_seed(0)
+    stage1 = bn.build_network(genotype, num_classes=10, layers=3, channels=train.channels,
+                              cell_skip=train.cell_skip)
+    stage2 = randomize_bn(binarize_weights(stage1, train.kernel_quantizer
+                                           or space.weight_quantizer))
+    report = export.conversion_report(stage2, export.convert(stage2), compare_float=False)
+    assert sorted(r.name for r in report.layers) == sorted(binary_convs(stage2))
+    assert report.all_converted and report.op_counts["LceBconv2d"] == len(report.layers)

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import bnas_tf as bn
-from bnas_tf.hmnas import HMNASSuperNet, supernet_class
+from bnas_tf.hmnas import HMNASSuperNet
 from bnas_tf.masks import Sparsity, threshold_mask
 from bnas_tf.search_run import SearchConfig, run_search
 
@@ -153,6 +153,32 @@ def test_sparsity_is_a_keras_regularizer_on_the_scores():
     assert Sparsity.from_config(Sparsity(0.3).get_config()).strength == 0.3
 
 
+def test_kernel_masks_of_grouped_convs_count_only_real_entries():
+    """`weights_on` and the kernel-score sparsity see the in-block entries of a grouped conv
+    trained masked, not the always-zero entries outside the blocks."""
+    net = tiny_net(weight_sparsity=0.5)  # channels 4 and 8 in groups of 2: 2 and 4 groups
+    x, _ = tiny_batches(4)
+    net(x)
+    convs = net.masked_convs()
+    assert convs and all(c.mask_groups > 1 for c in convs)
+    for conv in convs:  # real entries on (0.1 > τ), the entries outside the blocks off
+        conv.kernel_scores.assign(np.where(conv._mask.numpy() > 0, 0.1, -7.0)
+                                  * np.ones(conv.kernel_scores.shape, "float32"))
+    assert float(net.weight_mask_fraction()) == pytest.approx(1.0)
+    for conv in convs:  # 0.5 · mean |s| over the real entries
+        assert float(tf.add_n(conv.losses)) == pytest.approx(0.5 * 0.1, rel=1e-5)
+        with tf.GradientTape() as tape:
+            loss = tf.add_n(conv.losses)
+        grad = tape.gradient(loss, conv.kernel_scores).numpy()
+        assert not grad[..., conv._mask.numpy()[0, 0] == 0].any()
+    first = convs[0]
+    first.kernel_scores.assign(np.where(first._mask.numpy() > 0, -1.0, 0.1)
+                               * np.ones(first.kernel_scores.shape, "float32"))
+    total = sum(bn.ops.active_entries(c.kernel) for c in convs)
+    expected = 1.0 - bn.ops.active_entries(first.kernel) / total
+    assert float(net.weight_mask_fraction()) == pytest.approx(expected, rel=1e-6)
+
+
 class _Noise(tf.keras.layers.Layer):
     """Useless by construction: Gaussian noise that ignores its input."""
 
@@ -272,7 +298,7 @@ def test_config_round_trip_and_bad_input():
     np.testing.assert_allclose(clone(x, training=False), net(x, training=False), atol=1e-6)
     assert clone.arch.op_threshold == 0.1 and clone.arch.sparsity == 0.01
     with pytest.raises(ValueError, match="'darts', 'hmnas'"):
-        supernet_class("hm-nas")
+        bn.recipes.supernet_class("hm-nas")
     with pytest.raises(ValueError, match="'darts', 'hmnas'"):
         SearchConfig(method="enas")
     with pytest.raises(bn.errors.SearchSpaceError, match="needs the 'none' op"):

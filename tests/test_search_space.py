@@ -151,13 +151,14 @@ def test_config_round_trip_of_non_default_settings():
                            input_quantizer="swish_sign", group_channels=4,
                            convertible_groups=True, selectable_none=True,
                            weight_quantizer="magnitude_aware_sign", binary_cell_inputs=True,
-                           parameter_free_skips=True)
+                           parameter_free_skips=True, binary_search_weights=True)
     config = space.get_config()
     assert config == {
         "op_names": ["none", "avg_pool_3x3", "bin_dil_conv_5x5"], "name": "mine", "nodes": 2,
         "input_quantizer": "swish_sign", "group_channels": 4, "convertible_groups": True,
         "selectable_none": True, "weight_quantizer": "magnitude_aware_sign",
         "binary_cell_inputs": True, "parameter_free_skips": True,
+        "binary_search_weights": True,
     }
     assert bn.SearchSpace.from_config(config) == space
     assert bn.SearchSpace.from_config({**config, "nodes": 3}) != space

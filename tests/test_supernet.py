@@ -86,6 +86,29 @@ def test_second_order_step_changes_alpha_only_and_restores_weights():
         np.testing.assert_allclose(v.numpy(), before, atol=1e-6)
 
 
+def moving_statistics(net):
+    return [v.numpy() for v in net.non_trainable_weights if "moving_" in v.name]
+
+
+def test_second_order_step_updates_batch_norm_statistics_as_first_order():
+    """The virtual and finite-difference passes leave the BN moving statistics alone: both
+    orders update them once, from the validation batch at the current weights."""
+    x, y = tiny_batches()
+    stats = {}
+    for second_order in (False, True):
+        tf.keras.utils.set_random_seed(0)  # same initial weights
+        net = tiny_net()
+        net.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.1), second_order=second_order)
+        net(x[:1])
+        before = moving_statistics(net)
+        net.arch_step(x[:8], y[:8], x[8:16], y[8:16])
+        stats[second_order] = moving_statistics(net)
+    assert len(before) > 10 and any(not np.array_equal(a, b)
+                                    for a, b in zip(before, stats[False], strict=True))
+    for first, second in zip(stats[False], stats[True], strict=True):
+        np.testing.assert_allclose(second, first, rtol=1e-6, atol=1e-7)
+
+
 def arch_gradients(second_order, xi, space=None):
     x, y = (tf.constant(t) for t in tiny_batches())
     tf.keras.utils.set_random_seed(0)  # same initial weights for every call

@@ -144,14 +144,32 @@ def test_binarized_copy_keeps_latent_weights_and_binarizes_kernels():
     assert binary(x).shape == (2, 4)
 
 
+def test_stage2_copy_decays_no_conv_at_all():
+    """AdamBNN stage 2: weight decay 0 on every conv, the real-valued ones included."""
+    decayed = with_weight_decay(small_model(), 1e-2)
+    real = [layer.name for layer in decayed.layers if isinstance(layer, tf.keras.layers.Conv2D)
+            and layer not in binary_conv_layers(decayed)]
+    assert "stem_conv" in real and any("_pre" in name for name in real)  # decayed in stage 1
+    stage2 = binarize_weights(decayed)
+    assert not stage2.losses
+    assert all(getattr(layer, "kernel_regularizer", None) is None for layer in stage2.layers)
+
+
 def test_scaled_binarization_uses_per_channel_magnitude():
+    """Scale per output channel: mean |W| over the conv's real entries (for a grouped conv
+    trained masked, its in-block entries: the scale of the grouped conv export makes)."""
     binary = binarize_weights(small_model(), "magnitude_aware_sign")
-    conv = binary_conv_layers(binary)[0]
-    with lq.context.quantized_scope(True):
-        kernel = conv.kernel.numpy()
-    latent = conv.kernel.latent_variable.numpy()
-    scale = np.mean(np.abs(latent), axis=(0, 1, 2))
-    np.testing.assert_allclose(np.abs(kernel), np.broadcast_to(scale, kernel.shape), rtol=1e-5)
+    convs = binary_conv_layers(binary)
+    assert any(isinstance(c, bn.ops.GroupMaskedQuantConv2D) for c in convs)
+    for conv in convs:
+        with lq.context.quantized_scope(True):
+            kernel = conv.kernel.numpy()
+        latent = conv.kernel.latent_variable.numpy()
+        real = (np.broadcast_to(conv._mask.numpy(), latent.shape) > 0
+                if isinstance(conv, bn.ops.GroupMaskedQuantConv2D) else np.ones(latent.shape, bool))
+        scale = np.abs(latent * real).sum(axis=(0, 1, 2)) / real.sum(axis=(0, 1, 2))
+        np.testing.assert_allclose(np.abs(kernel), np.broadcast_to(scale, kernel.shape),
+                                   rtol=1e-5)
 
 
 def test_two_stage_training_hands_off_weights_and_learns(two_stage):
@@ -171,6 +189,7 @@ def test_two_stage_training_hands_off_weights_and_learns(two_stage):
     convs = binary_conv_layers(result.model)
     assert all(c.get_config()["kernel_quantizer"]["class_name"] == "SteSign" for c in convs)
     assert all(c.kernel_regularizer is None for c in convs)  # no decay in stage 2
+    assert not result.model.losses  # nor on the real-valued convs (stem, 1x1 inputs, skips)
 
 
 @pytest.mark.parametrize("suffix", ["model", "model.keras"])
@@ -200,6 +219,22 @@ def test_distillation_from_a_teacher_trains_the_student():
     distiller.fit(train, epochs=1, verbose=0)
     for a, b in zip(teacher_weights, teacher.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # the teacher is frozen
+
+
+def test_distillation_keeps_weight_decay_whatever_alpha():
+    """Pure distillation (alpha = 1, as train_two_stage uses it) still adds the student's
+    regularization losses: loss = (1 - alpha) * CE + alpha * KL + weight decay."""
+    _, train, _ = small_data()
+    teacher = tf.keras.Sequential([tf.keras.layers.Flatten(input_shape=IMAGE),
+                                   tf.keras.layers.Dense(4)])
+    student = with_weight_decay(small_model(), 1.0)
+    decay = float(tf.add_n(student.losses))
+    distiller = bn.training.Distiller(student, teacher, alpha=1.0)
+    distiller.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.0),  # weights stay put
+                      loss=tf.keras.losses.SparseCategoricalCrossentropy(True))
+    logs = distiller.fit(train.take(1), epochs=1, verbose=0).history
+    assert decay > 1.0
+    assert logs["loss"][0] - logs["distillation_loss"][0] == pytest.approx(decay, rel=1e-4)
 
 
 def test_bad_inputs_fail_clearly():

@@ -74,6 +74,21 @@ def test_search_hypermodel_declares_the_search_hyperparameters():
     assert hypermodel.objective().direction == "max"
 
 
+def test_hypermodels_read_the_recipe():
+    hypermodel = tuning.SearchHyperModel(recipe="hmnas", num_classes=4, channels=4, layers=1)
+    hp = kt.HyperParameters()
+    net = hypermodel.build(hp)
+    assert isinstance(net, bn.HMNASSuperNet) and net.cell_skip is False
+    assert hp.values["temperature"] == 1.0 and hp.values["diversity"] == 0.0
+    assert hypermodel.space.name == "lce"
+    bnas = tuning.SearchHyperModel(recipe="bnas", num_classes=4, channels=4, layers=1)
+    assert bnas.space.name == "bnas" and bnas.space.binary_search_weights
+    assert tuning.SearchHyperModel(num_classes=4).space.name == "lce"  # no recipe: deployable
+    train = tuning.TrainHyperModel(tiny_genotype(), recipe="adambnn", num_classes=4,
+                                   input_shape=IMAGE, channels=4, layers=2)
+    assert train.kernel_quantizer == "magnitude_aware_sign"
+
+
 def test_search_hypermodel_with_random_search_scores_the_derived_network(tmp_path):
     _, pairs, val = tiny_data()
     hypermodel = tuning.SearchHyperModel(bn.SearchSpace(OPS, nodes=2), num_classes=4,
