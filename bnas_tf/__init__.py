@@ -14,7 +14,17 @@ select_keras2()
 
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
-from bnas_tf import callbacks, data, errors, export, hmnas, masks, ops, regularizers  # noqa: E402
+from bnas_tf import (  # noqa: E402
+    baselines,
+    callbacks,
+    data,
+    errors,
+    export,
+    hmnas,
+    masks,
+    ops,
+    regularizers,
+)
 from bnas_tf.builder import build_network, count_params  # noqa: E402
 from bnas_tf.genotype import Cell, Edge, Genotype, derive_genotype  # noqa: E402
 from bnas_tf.hmnas import HMNASSuperNet  # noqa: E402
@@ -36,6 +46,7 @@ __all__ = [
     "SearchSpace",
     "SuperNet",
     "TwoStageResult",
+    "baselines",
     "build_network",
     "callbacks",
     "count_params",
