@@ -6,6 +6,8 @@
     bnas-tf search --method hmnas ... --output RUN      # + RUN/derived_model.keras
     bnas-tf train --genotype RUN/genotype.json --dataset cifar10 --data-dir DIR \\
         --epochs 2,2 --limit 2000 --output TRAIN
+    bnas-tf train --baseline quicknet --dataset cifar10 ... --output TRAIN_QUICKNET
+    bnas-tf train --genotype RUN/genotype.json --image-size 224 --stem imagenet ...
     bnas-tf search ... --strategy mirrored        # all local GPUs (README "Scaling out")
 """
 
@@ -126,14 +128,28 @@ def _add_strategy_argument(p) -> None:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a genotype's network in two stages",
+    from bnas_tf import baselines
+
+    p = sub.add_parser("train", help="train a genotype's network, or a baseline, in two stages",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--genotype", required=True, help="genotype.json from `bnas-tf search`")
+    network = p.add_mutually_exclusive_group(required=True)
+    network.add_argument("--genotype", help="genotype.json from `bnas-tf search`")
+    network.add_argument("--baseline", choices=baselines.names(),
+                         help="a published binary network instead (bnas_tf.baselines)")
     p.add_argument("--output", required=True, help="run directory (model/, metrics.json)")
     _add_data_arguments(p)
-    p.add_argument("--layers", type=int, default=8, help="cells")
-    p.add_argument("--channels", type=int, default=36, help="initial channels per node")
+    p.add_argument("--layers", type=int, default=8, help="cells (genotype networks)")
+    p.add_argument("--channels", type=int, default=36,
+                   help="initial channels per node (genotype networks)")
     p.add_argument("--no-cell-skip", dest="cell_skip", action="store_false")
+    p.add_argument("--width", type=int, default=None,
+                   help="base channels of a --baseline (default: the published width)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="resize images to N x N (default: the dataset's size)")
+    p.add_argument("--stem", choices=baselines.STEMS, default=None,
+                   help="cifar: full-resolution stem; imagenet: stride-2 stems (DARTS/BATS "
+                        "ImageNet network). Default: cifar for genotypes, from the input size "
+                        "for baselines")
     p.add_argument("--epochs", type=epochs_pair, default=(1, 1),
                    help="STAGE1,STAGE2: binary activations, then binary weights too")
     p.add_argument("--batch-size", type=int, default=64)
@@ -143,7 +159,8 @@ def _add_train(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=5e-6, help="stage 1, conv kernels")
     p.add_argument("--kernel-quantizer", default=None,
                    choices=("ste_sign", "magnitude_aware_sign"),
-                   help="stage-2 weight binarizer (default: the genotype space's)")
+                   help="stage-2 weight binarizer (default: the genotype space's, or the "
+                        "baseline's published one)")
     p.add_argument("--seed", type=int, default=0)
     _add_strategy_argument(p)
 
