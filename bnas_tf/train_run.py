@@ -164,6 +164,9 @@ def _train(config, genotype, data, output_dir, *, verbose, start) -> TrainResult
     if config.image_size is not None:
         input_shape = (config.image_size, config.image_size, input_shape[-1])
     if genotype is not None:
+        if config.stem is None and min(input_shape[:2]) >= 2 * baselines.SMALL_INPUT:
+            log.warning("%dx%d images with the CIFAR stem: the first cells run at full "
+                        "resolution; --stem imagenet reduces it 8x first.", *input_shape[:2])
         model = build_network(genotype, num_classes=data.num_classes, layers=config.layers,
                               channels=config.channels, input_shape=input_shape,
                               cell_skip=config.cell_skip, stem=config.stem or "cifar")
