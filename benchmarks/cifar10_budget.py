@@ -9,12 +9,17 @@ weights too), the script trains on the same CIFAR-10 subset:
   node has two distinct incoming edges with one non-`none` op each, unit
   weights); among `--random-samples` seeded samples, the one whose network's
   parameter count is closest to the searched network's;
-* `bireal`: a hand-designed ResNet-style BNN in the spirit of Bi-Real Net /
-  QuickNet: a real-valued stem conv, three stages of binary 3x3 `QuantConv2D`
-  + batch norm each wrapped by a real-valued shortcut, downsampling through
-  average pooling + a real 1x1 conv on the shortcut, global pooling and a dense
-  classifier. Its base width is chosen so that its parameter count is closest
-  to the searched network's.
+* a published hand-designed BNN from `bn.baselines` (`--baseline`, default
+  `quicknet`: Larq's network designed for fast LCE inference, whose ImageNet
+  figures METHODS.md §9 quotes; `birealnet` and `reactnet_a` too), with
+  the CIFAR stem its 32x32 inputs get. Its base width is chosen so that its
+  parameter count is closest to the searched network's (QuickNet's published
+  width, 64, has ~12.7M parameters on CIFAR-10); `--baseline-width N` fixes it
+  instead (64 for the published QuickNet).
+
+Each network's stage-2 weights use its own binarizer, as `bnas-tf train` does:
+the search space's for the derived networks, the published one for the
+baseline (`bn.baselines.kernel_quantizer`).
 
 It prints, per network, the test accuracy after each stage, the parameter
 count (and how many of those are binary conv kernels), binary and float MACs
@@ -30,7 +35,7 @@ of its padded input (`bnas_tf.ops.PhaseSubsample`), counted at that size.
 Usage:
     python benchmarks/cifar10_budget.py --genotype RUN/genotype.json --data-dir DIR \\
         [--limit 5000] [--layers 5] [--channels 32] [--epochs 2,2] [--batch-size 64] \\
-        [--seed 0] [--json OUT.json]
+        [--baseline quicknet] [--baseline-width N] [--seed 0] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -55,8 +60,6 @@ from bnas_tf.cli import epochs_pair
 JPEG_NOTE = ("Note: the offline CIFAR-10 copy of the development machines is stored as JPEG "
              "(quality 75); accuracies on it run a few tenths of a point below those on the "
              "original images.")
-STAGE_BLOCKS = 4  # binary convs per stage of the baseline (Bi-Real-18 has 4 per stage)
-STAGES = 3
 
 
 # --------------------------------------------------------------------------- arguments
@@ -87,6 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--random-samples", type=positive_int, default=20,
                         help="random genotypes sampled to find one of similar size")
+    parser.add_argument("--baseline", default="quicknet", choices=bn.baselines.names(),
+                        help="published binary network to compare with (bn.baselines)")
+    parser.add_argument("--baseline-width", type=positive_int, default=None,
+                        help="its base channels (default: the width whose parameter count is "
+                             "closest to the searched network's)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data subset, shuffling, initialization and "
                              "the random genotype")
@@ -121,45 +129,6 @@ def closest(candidates, size: Callable[[object], int], target: int):
         if best_size is None or abs(n - target) < abs(best_size - target):
             best, best_size = candidate, n
     return best, best_size
-
-
-# --------------------------------------------------------------------------- baseline
-
-
-def _bn(name: str) -> tf.keras.layers.BatchNormalization:
-    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
-
-
-def bireal_block(x, filters: int, strides: int, name: str):
-    """`BN(binary_conv3x3(x)) + shortcut(x)`; the shortcut is real-valued (Bi-Real)."""
-    y = lq.layers.QuantConv2D(filters, 3, strides=strides, padding="same", pad_values=1.0,
-                              use_bias=False, input_quantizer="ste_sign",
-                              kernel_quantizer=None, name=f"{name}_conv")(x)
-    y = _bn(f"{name}_bn")(y)
-    shortcut = x
-    if strides > 1:
-        shortcut = tf.keras.layers.AveragePooling2D(strides, padding="same",
-                                                    name=f"{name}_down_pool")(shortcut)
-    if strides > 1 or x.shape[-1] != filters:
-        shortcut = tf.keras.layers.Conv2D(filters, 1, use_bias=False,
-                                          name=f"{name}_down_conv")(shortcut)
-        shortcut = _bn(f"{name}_down_bn")(shortcut)
-    return tf.keras.layers.Add(name=f"{name}_add")([y, shortcut])
-
-
-def build_baseline(width: int, num_classes: int, input_shape: tuple[int, int, int]
-                   ) -> tf.keras.Model:
-    """Bi-Real/QuickNet-style BNN: stem, 3 stages (width, 2·width, 4·width), pool, dense."""
-    inputs = tf.keras.Input(input_shape, name="images")
-    x = tf.keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = _bn("stem_bn")(x)
-    for stage in range(STAGES):
-        for block in range(STAGE_BLOCKS):
-            strides = 2 if stage > 0 and block == 0 else 1
-            x = bireal_block(x, width * 2 ** stage, strides, f"s{stage + 1}b{block + 1}")
-    x = tf.keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = tf.keras.layers.Dense(num_classes, name="classifier")(x)
-    return tf.keras.Model(inputs, outputs, name="bireal_baseline")
 
 
 # --------------------------------------------------------------------------- counting
@@ -252,12 +221,18 @@ def pick_random(searched: bn.Genotype, args, data, target: int) -> tuple[bn.Geno
     return closest(samples, lambda g: params_of(derived_builder(g, args, data)), target)
 
 
-def pick_baseline_width(data, target: int) -> tuple[int, int]:
-    """The baseline width (a multiple of 8) whose parameter count is closest to `target`."""
+def baseline_builder(name: str, width: int, data) -> Callable[[], tf.keras.Model]:
+    def build() -> tf.keras.Model:
+        return bn.baselines.get(name, num_classes=data.num_classes,
+                                input_shape=data.input_shape, width=width)
+    return build
+
+
+def pick_baseline_width(name: str, data, target: int) -> tuple[int, int]:
+    """The baseline width (a multiple of 4) whose parameter count is closest to `target`."""
     sizes: dict[int, int] = {}
-    for width in range(8, 513, 8):  # parameters grow with the width: stop once past target
-        sizes[width] = params_of(lambda w=width: build_baseline(w, data.num_classes,
-                                                                data.input_shape))
+    for width in range(4, 513, 4):  # parameters grow with the width: stop once past target
+        sizes[width] = params_of(baseline_builder(name, width, data))
         if sizes[width] >= target:
             break
     return closest(sizes, sizes.__getitem__, target)
@@ -266,16 +241,17 @@ def pick_baseline_width(data, target: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------- training
 
 
-def train(name: str, build: Callable[[], tf.keras.Model], train_ds, test_ds, args) -> dict:
+def train(name: str, build: Callable[[], tf.keras.Model], kernel_quantizer: str, train_ds,
+          test_ds, args) -> dict:
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(args.seed)  # same seed for every network's initialization
     model = build()
     row = {"model": name, **describe(model)}
     print(f"\n== {name}: {row['params']:,} params; training {args.epochs[0]}+{args.epochs[1]} "
-          "epochs", flush=True)
+          f"epochs (stage-2 weights: {kernel_quantizer})", flush=True)
     start = time.perf_counter()
     result = bn.train_two_stage(model, train_ds, test_ds, epochs=args.epochs, test_ds=test_ds,
-                                verbose=2)
+                                kernel_quantizer=kernel_quantizer, verbose=2)
     row["train_seconds"] = time.perf_counter() - start
     for stage in ("stage1", "stage2"):
         row[f"{stage}_accuracy"] = float(result.test[stage]["accuracy"])
@@ -332,18 +308,28 @@ def main(argv: list[str] | None = None) -> int:
     build_searched = derived_builder(searched, args, data)
     target = params_of(build_searched)
     random_g, random_params = pick_random(searched, args, data, target)
-    width, baseline_params = pick_baseline_width(data, target)
+    if args.baseline_width is None:
+        width, baseline_params = pick_baseline_width(args.baseline, data, target)
+        how = "closest in size"
+    else:
+        width = args.baseline_width
+        baseline_params = params_of(baseline_builder(args.baseline, width, data))
+        how = "--baseline-width"
     print(f"params: searched {target:,}; random {random_params:,} (closest of "
-          f"{args.random_samples} samples); bireal {baseline_params:,} (base width {width})",
-          flush=True)
+          f"{args.random_samples} samples); {args.baseline} {baseline_params:,} (base width "
+          f"{width}, {how})", flush=True)
 
     train_ds = bn.data.make_dataset(data, batch_size=args.batch_size, training=True,
                                     seed=args.seed)
     test_ds = bn.data.make_dataset(data, batch_size=args.batch_size)
-    models = {"searched": build_searched,
-              "random": derived_builder(random_g, args, data),
-              "bireal": lambda: build_baseline(width, data.num_classes, data.input_shape)}
-    rows = [train(name, build, train_ds, test_ds, args) for name, build in models.items()]
+    space_quantizer = searched.search_space.weight_quantizer
+    models = {"searched": (build_searched, space_quantizer),
+              "random": (derived_builder(random_g, args, data), space_quantizer),
+              f"{args.baseline} (width {width})": (
+                  baseline_builder(args.baseline, width, data),
+                  bn.baselines.kernel_quantizer(args.baseline))}
+    rows = [train(name, build, quantizer, train_ds, test_ds, args)
+            for name, (build, quantizer) in models.items()]
 
     print(f"\nCIFAR-10, {len(data.x_train)} training / {len(data.x_test)} test images; "
           f"derived networks: {args.layers} cells, {args.channels} channels; MACs per image; "
@@ -352,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{JPEG_NOTE}")
     if args.json:
         save_json(args.json, args, rows, {"random_genotype": random_g.to_dict(),
-                                          "bireal_width": width})
+                                          "baseline": args.baseline, "baseline_width": width})
         print(f"Saved {args.json}")
     return 0
 

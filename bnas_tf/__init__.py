@@ -16,6 +16,7 @@ select_keras2()
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
 from bnas_tf import (  # noqa: E402
+    baselines,
     callbacks,
     data,
     errors,
@@ -47,6 +48,7 @@ __all__ = [
     "SearchSpace",
     "SuperNet",
     "TwoStageResult",
+    "baselines",
     "build_network",
     "callbacks",
     "count_params",

@@ -2,7 +2,9 @@
 
 The network mirrors the supernet: a real-valued stem, `layers` cells with
 reductions at 1/3 and 2/3 of the depth, the BNAS inter-cell skips, global
-average pooling and a dense classifier (logits). Binary convolutions are Larq
+average pooling and a dense classifier (logits). The stem is the CIFAR one (a
+3x3 conv at full resolution) or, with `stem="imagenet"`, the DARTS/BATS
+ImageNet stem, which reduces the resolution 8x before the first cell. Binary convolutions are Larq
 `QuantConv2D` layers at the top level of the model, so `larq.models.summary`
 counts them and Larq Compute Engine converts them; grouped ones train as masked
 dense convs by default, which `bnas_tf.export` turns into real grouped convs.
@@ -25,7 +27,9 @@ from bnas_tf.layers import Scale
 from bnas_tf.search_space import SearchSpace
 from bnas_tf.supernet import reduction_indices
 
-__all__ = ["build_network", "count_params"]
+__all__ = ["build_network", "count_params", "STEMS"]
+
+STEMS = ("cifar", "imagenet")
 
 
 def _bn(name: str) -> tf.keras.layers.BatchNormalization:
@@ -123,11 +127,30 @@ def _cell(s0, s1, cell: Cell, space: SearchSpace, filters: int, reduction: bool,
     return out
 
 
+def _imagenet_stem(inputs, channels: int):
+    """DARTS's NetworkImageNet stem (real-valued): two stems at 1/4 and 1/8 of the input size.
+
+    stem0: 3x3 conv (stride 2) to C/2 channels, BN, ReLU, 3x3 conv (stride 2) to
+    C, BN; stem1: ReLU, 3x3 conv (stride 2), BN. The first cell reads stem0 as
+    its s0 (a reduction_prev input: twice the resolution of s1) and stem1 as s1.
+    """
+    def conv(x, filters, name):
+        x = tf.keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False,
+                                   name=f"{name}_conv")(x)
+        return _bn(f"{name}_bn")(x)
+
+    x = conv(inputs, max(1, channels // 2), "stem0_a")
+    x = tf.keras.layers.ReLU(name="stem0_relu")(x)
+    s0 = conv(x, channels, "stem0_b")
+    s1 = conv(tf.keras.layers.ReLU(name="stem1_relu")(s0), channels, "stem1")
+    return s0, s1
+
+
 def build_network(genotype: Genotype, *, num_classes: int = 10, layers: int = 20,
                   channels: int = 36, input_shape: tuple[int, int, int] = (32, 32, 3),
                   binary_weights: bool = False, cell_skip: bool = True,
                   stem_multiplier: int = 3, masked_groups: bool = True,
-                  name: str = "bnas_network") -> tf.keras.Model:
+                  stem: str = "cifar", name: str = "bnas_network") -> tf.keras.Model:
     """A functional Keras model of `genotype` with `layers` cells.
 
     Args:
@@ -139,13 +162,18 @@ def build_network(genotype: Genotype, *, num_classes: int = 10, layers: int = 20
         binary_weights: binarize conv kernels with the space's weight quantizer
             (stage 2); otherwise latent real weights with binary activations.
         cell_skip: BNAS inter-cell skip connections.
-        stem_multiplier: stem channels = `stem_multiplier · channels`.
+        stem_multiplier: CIFAR stem channels = `stem_multiplier · channels`.
         masked_groups: train grouped binary convs as dense convs with a
             block-diagonal kernel mask (`bnas_tf.ops.GroupMaskedQuantConv2D`):
             the same function, 10–30× faster in TensorFlow on CPU.
             `bnas_tf.export` swaps them for real grouped convs before LCE
             converts the model (`bnas_tf.export.native_groups`). False builds
             real grouped `QuantConv2D`s.
+        stem: "cifar": a 3x3 conv and BN at full resolution (32x32 images);
+            "imagenet": the DARTS/BATS ImageNet stem, three real 3x3 convs of
+            stride 2 (`channels/2`, `channels`, `channels` filters) before the
+            first cell, which then sees a reduction_prev input (e.g. 224x224
+            images reach the cells at 28x28).
         name: model name.
 
     Returns:
@@ -162,12 +190,20 @@ def build_network(genotype: Genotype, *, num_classes: int = 10, layers: int = 20
             raise ValueError(f"Expected {arg} to be a positive integer, got {value!r}.")
     if len(input_shape) != 3 or any(not isinstance(d, int) or d < 1 for d in input_shape):
         raise ValueError(f"Expected input_shape (height, width, channels), got {input_shape!r}.")
+    if stem not in STEMS:
+        raise ValueError(f"Expected stem to be one of {', '.join(map(repr, STEMS))}, got "
+                         f"{stem!r}.")
     space = genotype.search_space
     inputs = tf.keras.Input(input_shape, name="images")
-    x = tf.keras.layers.Conv2D(stem_multiplier * channels, 3, padding="same", use_bias=False,
-                               name="stem_conv")(inputs)
-    s0 = s1 = _bn("stem_bn")(x)
-    filters, reduction_prev = channels, False
+    if stem == "imagenet":
+        s0, s1 = _imagenet_stem(inputs, channels)
+        reduction_prev = True
+    else:
+        x = tf.keras.layers.Conv2D(stem_multiplier * channels, 3, padding="same", use_bias=False,
+                                   name="stem_conv")(inputs)
+        s0 = s1 = _bn("stem_bn")(x)
+        reduction_prev = False
+    filters = channels
     reductions = reduction_indices(layers)
     for i in range(layers):
         reduction = i in reductions

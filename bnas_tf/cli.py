@@ -7,6 +7,8 @@
     bnas-tf search --method hmnas ... --output RUN      # + RUN/derived_model.keras
     bnas-tf train --genotype RUN/genotype.json --dataset cifar10 --data-dir DIR \\
         --epochs 2,2 --limit 2000 --output TRAIN
+    bnas-tf train --baseline quicknet --dataset cifar10 ... --output TRAIN_QUICKNET
+    bnas-tf train --genotype RUN/genotype.json --image-size 224 --stem imagenet ...
     bnas-tf search ... --strategy mirrored        # all local GPUs (README "Scaling out")
 
 Settings that a recipe sets default to the recipe's value (`--recipe`), else
@@ -174,18 +176,32 @@ def _add_strategy_argument(p) -> None:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a genotype's network in two stages",
+    from bnas_tf import baselines
+
+    p = sub.add_parser("train", help="train a genotype's network, or a baseline, in two stages",
                        formatter_class=_HelpFormatter)
-    p.add_argument("--genotype", required=True, help="genotype.json from `bnas-tf search`")
+    network = p.add_mutually_exclusive_group(required=True)
+    network.add_argument("--genotype", help="genotype.json from `bnas-tf search`")
+    network.add_argument("--baseline", choices=baselines.names(),
+                         help="a published binary network instead (bnas_tf.baselines)")
     p.add_argument("--output", required=True, help="run directory (model/, metrics.json)")
     _add_data_arguments(p)
     _add_recipe_argument(p)
-    p.add_argument("--layers", type=int, default=8, help="cells")
+    p.add_argument("--layers", type=int, default=8, help="cells (genotype networks)")
     p.add_argument("--channels", type=int, default=None,
-                   help=f"initial channels per node {_recipe_default(_DEFAULTS.train_channels)}")
+                   help="initial channels per node of genotype networks "
+                        f"{_recipe_default(_DEFAULTS.train_channels)}")
     p.add_argument("--cell-skip", action=argparse.BooleanOptionalAction, default=None,
                    help="the BNAS inter-cell skip; use the search's setting "
                         f"{_recipe_default(_DEFAULTS.cell_skip)}")
+    p.add_argument("--width", type=int, default=None,
+                   help="base channels of a --baseline (default: the published width)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="resize images to N x N (default: the dataset's size)")
+    p.add_argument("--stem", choices=baselines.STEMS, default=None,
+                   help="cifar: full-resolution stem; imagenet: stride-2 stems (DARTS/BATS "
+                        "ImageNet network). Default: cifar for genotypes, from the input size "
+                        "for baselines")
     p.add_argument("--epochs", type=epochs_pair, default=(1, 1),
                    help="STAGE1,STAGE2: binary activations, then binary weights too")
     p.add_argument("--batch-size", type=int, default=64)
@@ -198,7 +214,7 @@ def _add_train(sub) -> None:
     p.add_argument("--kernel-quantizer", default=None,
                    choices=("ste_sign", "magnitude_aware_sign"),
                    help="stage-2 weight binarizer (default: the recipe's, else the genotype "
-                        "space's)")
+                        "space's, or the baseline's published one)")
     p.add_argument("--seed", type=int, default=0)
     _add_strategy_argument(p)
 

@@ -1,4 +1,4 @@
-"""A complete two-stage training run of a searched genotype, written to a directory.
+"""A complete two-stage training run of a searched genotype or a baseline, written to a directory.
 
 `run_training` is what `bnas-tf train` does. The output directory gets:
 
@@ -15,6 +15,8 @@ the chief writes `output_dir` (other workers save into temporary folders).
 Example:
     >>> result = run_training(TrainConfig(genotype="RUN/genotype.json", data_dir="data",
     ...                                   epochs=(2, 2), limit=2000), "TRAIN")
+    >>> result = run_training(TrainConfig(baseline="quicknet", data_dir="data",
+    ...                                   epochs=(2, 2), limit=2000), "TRAIN_QUICKNET")
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from bnas_tf import baselines, distribute, recipes
 from bnas_tf import data as data_lib
-from bnas_tf import distribute, recipes
 from bnas_tf._io import atomic_write_text
 from bnas_tf.builder import build_network, count_params
 from bnas_tf.flips import ChangeToInitRatio, FlipFlopRatio
@@ -51,6 +53,13 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Settings of a training run (defaults: METHODS.md §7, a small network).
 
+    Exactly one of `genotype` (a genotype.json) and `baseline` (a name of
+    `bnas_tf.baselines.names()`) is given. `layers`, `channels`, `cell_skip`
+    shape genotype networks; `width` sets a baseline's base channels (None:
+    the published width). `image_size` resizes the images to a square size;
+    `stem` is "cifar" or "imagenet" (None: "cifar" for genotype networks, for
+    baselines chosen from the input size).
+
     `channels`, `cell_skip`, `weight_decay`, `kernel_quantizer` and
     `learning_rate` left None take the value of `recipe` (see
     `bnas_tf.recipes.Recipe.train_settings`), or of `bnas_tf.recipes.DEFAULTS`
@@ -64,7 +73,8 @@ class TrainConfig:
         36
     """
 
-    genotype: str = "RUN/genotype.json"
+    genotype: str | None = None
+    baseline: str | None = None
     dataset: str = "cifar10"
     data_dir: str | None = None
     download: bool = True
@@ -73,6 +83,9 @@ class TrainConfig:
     layers: int = 8
     channels: int | None = None
     cell_skip: bool | None = None
+    width: int | None = None
+    image_size: int | None = None
+    stem: str | None = None
     epochs: tuple[int, int] = (1, 1)
     batch_size: int = 64
     augment: bool = True
@@ -155,20 +168,30 @@ def _check_search_recipe(config: TrainConfig) -> None:
 def run_training(config: TrainConfig, output_dir: str | os.PathLike, *,
                  verbose: int = 2, strategy: str | tf.distribute.Strategy | None = "default"
                  ) -> TrainResult:
-    """Build the genotype's network, train it in two stages, save model and metrics.
+    """Build the genotype's (or baseline's) network, train it in two stages, save model and metrics.
 
     Args:
         strategy: "default", "mirrored", "multi_worker" or a
             `tf.distribute.Strategy` (see `bnas_tf.distribute.get_strategy`).
 
     Raises:
+        ValueError: not exactly one of `config.genotype` and `config.baseline`, or an
+            unknown baseline name.
         bnas_tf.errors.GenotypeError: the genotype file is missing or malformed.
         bnas_tf.errors.DataError: the dataset cannot be loaded.
     """
     start = time.time()
+    if (config.genotype is None) == (config.baseline is None):
+        raise ValueError("Give exactly one of a genotype file (--genotype) and a baseline "
+                         f"network (--baseline {'|'.join(baselines.names())}).")
+    if config.baseline is not None:
+        baselines.kernel_quantizer(config.baseline)  # an unknown name fails before the data load
+    elif config.width is not None:
+        raise ValueError("width sets a baseline's channels (--baseline); a genotype network "
+                         "takes channels (--channels).")
     strategy = distribute.get_strategy(strategy, sync_batch_norm=config.sync_batch_norm)  # first
     output_dir = Path(output_dir)
-    genotype = Genotype.load(config.genotype)
+    genotype = Genotype.load(config.genotype) if config.genotype is not None else None
     data = data_lib.load(config.dataset, config.data_dir, limit=config.limit,
                          download=config.download, seed=config.seed)
     write_dir = distribute.worker_dir(output_dir, strategy)
@@ -184,28 +207,44 @@ def _train(config, genotype, data, output_dir, *, verbose, start) -> TrainResult
     atomic_write_text(output_dir / "config.json",
                       json.dumps(dataclasses.asdict(config), indent=2))
     tf.keras.utils.set_random_seed(config.seed)
-    _check_search_recipe(config)
-    warn_if_not_deployable(genotype.search_space, _cell_widths(config.channels, config.layers))
-    model = build_network(genotype, num_classes=data.num_classes, layers=config.layers,
-                          channels=config.channels, input_shape=data.input_shape,
-                          cell_skip=config.cell_skip)
+    input_shape = data.input_shape
+    if config.image_size is not None:
+        input_shape = (config.image_size, config.image_size, input_shape[-1])
+    if genotype is not None:
+        _check_search_recipe(config)
+        warn_if_not_deployable(genotype.search_space,
+                               _cell_widths(config.channels, config.layers))
+        if config.stem is None and min(input_shape[:2]) >= 2 * baselines.SMALL_INPUT:
+            log.warning("%dx%d images with the CIFAR stem: the first cells run at full "
+                        "resolution; --stem imagenet reduces it 8x first.", *input_shape[:2])
+        model = build_network(genotype, num_classes=data.num_classes, layers=config.layers,
+                              channels=config.channels, input_shape=input_shape,
+                              cell_skip=config.cell_skip, stem=config.stem or "cifar")
+        quantizer = config.kernel_quantizer or genotype.search_space.weight_quantizer
+    else:
+        options = {"stem": config.stem, **({"width": config.width} if config.width else {})}
+        model = baselines.get(config.baseline, num_classes=data.num_classes,
+                              input_shape=input_shape, **options)
+        quantizer = config.kernel_quantizer or baselines.kernel_quantizer(config.baseline)
+    image_size = input_shape[:2] if input_shape != data.input_shape else None
     train = data_lib.make_dataset(data, batch_size=config.batch_size, training=True,
-                                  augment=config.augment, seed=config.seed)
-    test = data_lib.make_dataset(data, batch_size=max(128, config.batch_size))
+                                  augment=config.augment, seed=config.seed, image_size=image_size)
+    test = data_lib.make_dataset(data, batch_size=max(128, config.batch_size),
+                                 image_size=image_size)
 
     def callbacks(stage: int) -> list:
         return [FlipFlopRatio(), ChangeToInitRatio(),
                 tf.keras.callbacks.TensorBoard(str(output_dir / "logs" / f"stage{stage}"),
                                                write_graph=False, profile_batch=0)]
 
-    quantizer = config.kernel_quantizer or genotype.search_space.weight_quantizer
     result = train_two_stage(model, train, test, epochs=tuple(config.epochs),
                              learning_rate=config.learning_rate,
                              weight_decay=config.weight_decay, kernel_quantizer=quantizer,
                              test_ds=test, callbacks=callbacks, verbose=verbose)
     save_model_atomically(result.model, output_dir / "model")
     metrics = {
-        "genotype": os.fspath(config.genotype),
+        "genotype": None if config.genotype is None else os.fspath(config.genotype),
+        "baseline": config.baseline,
         "dataset": config.dataset,
         "params": count_params(result.model),
         "reload_max_abs_diff": _reload_difference(result.model, output_dir / "model", test),

@@ -170,3 +170,53 @@ def test_train_with_a_bad_genotype_file_is_a_clear_error(search_run, tmp_path):
     assert done.returncode == 2
     assert "warp_drive" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "TRAIN").exists()
+
+
+def test_train_command_trains_a_baseline_at_another_image_size(tmp_path):
+    """`--baseline quicknet` (narrow), 32x32 synthetic images resized to 16x16; the saved
+    stage-2 network converts with LCE, every binary conv to LceBconv2d."""
+    out = tmp_path / "TRAIN"
+    done = run_cli("train", "--baseline", "quicknet", "--width", "8", "--image-size", "16",
+                   "--dataset", "synthetic", "--limit", "40", "--batch-size", "20",
+                   "--epochs", "1,1", "--output", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["baseline"] == "quicknet" and metrics["genotype"] is None
+    assert metrics["reload_max_abs_diff"] == 0.0
+    for stage in ("stage1", "stage2"):
+        assert np.isfinite(metrics[stage]["epochs"][0]["loss"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["baseline"] == "quicknet" and config["image_size"] == 16
+    model = bn.load_model(out / "model")
+    assert model.input_shape == (None, 16, 16, 3) and model.output_shape == (None, 10)
+    assert metrics["params"] == bn.count_params(model)
+    pytest.importorskip("larq_compute_engine")
+    report = bn.export.conversion_report(model, bn.export.convert(model), compare_float=False)
+    assert report.all_converted and report.op_counts["LceBconv2d"] == 16
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "one of the arguments --genotype --baseline is required"),
+    (["--genotype", "g.json", "--baseline", "quicknet"],
+     "argument --baseline: not allowed with argument --genotype"),
+    (["--baseline", "resnet"], "argument --baseline: invalid choice: 'resnet'"),
+])
+def test_train_needs_exactly_one_network(args, message, capsys):
+    from bnas_tf.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["train", "--output", "o", *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_training_checks_its_network_settings(tmp_path):
+    from bnas_tf.train_run import TrainConfig, run_training
+
+    with pytest.raises(ValueError, match="exactly one of a genotype file"):
+        run_training(TrainConfig(), tmp_path / "TRAIN")
+    with pytest.raises(ValueError, match="Unknown baseline 'resnet'"):
+        run_training(TrainConfig(baseline="resnet"), tmp_path / "TRAIN")
+    with pytest.raises(ValueError, match="width sets a baseline's channels"):
+        run_training(TrainConfig(genotype="g.json", width=8), tmp_path / "TRAIN")
+    assert not (tmp_path / "TRAIN").exists()
