@@ -119,6 +119,18 @@ def _add_search(sub) -> None:
     p.add_argument("--warmup-epochs", type=int, default=0,
                    help="epochs of weight steps only before α is updated")
     p.add_argument("--second-order", action="store_true", help="unrolled DARTS gradient")
+    mix = p.add_argument_group("search modes that fit a CPU (--mixing)")
+    mix.add_argument("--mixing", default="all", choices=("all", "partial", "gumbel"),
+                     help="all: every op on every edge (DARTS/BATS); partial: ops on "
+                          "1/--partial-channels of the channels with edge normalization "
+                          "(PC-DARTS); gumbel: one sampled op per edge and step (GDAS)")
+    mix.add_argument("--partial-channels", type=int, default=4,
+                     help="K of --mixing partial (must divide --channels)")
+    mix.add_argument("--no-edge-normalization", dest="edge_normalization",
+                     action="store_false", help="--mixing partial without edge weights β")
+    mix.add_argument("--gumbel-temperature", type=temperature_pair, default=(10.0, 0.1),
+                     help="START,END of the Gumbel-softmax τ of --mixing gumbel, annealed "
+                          "linearly over the search")
     p.add_argument("--mixed-bfloat16", action="store_true",
                    help="bfloat16 activations, float32 weights and α (faster, less memory on "
                         "CPUs with AVX512-BF16)")
@@ -151,6 +163,18 @@ def epochs_pair(text: str) -> tuple[int, int]:
     if first < 0 or second < 0:
         raise argparse.ArgumentTypeError(f"epochs must be >= 0, got {text!r}")
     return first, second
+
+
+def temperature_pair(text: str) -> tuple[float, float]:
+    """argparse type of `--gumbel-temperature START,END` (both > 0)."""
+    try:
+        start, end = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected START,END temperatures such as 10,0.1; got {text!r}") from None
+    if not (start > 0 and end > 0):
+        raise argparse.ArgumentTypeError(f"temperatures must be > 0, got {text!r}")
+    return start, end
 
 
 def _add_data_arguments(p) -> None:

@@ -238,7 +238,8 @@ def _validate_cell(cell: Cell, kind: str, space: SearchSpace) -> None:
                 f"inputs (nodes with inputs: {sorted(kept)}).")
 
 
-def _derive_cell(probs: np.ndarray, space: SearchSpace, edges_per_node: int) -> Cell:
+def _derive_cell(probs: np.ndarray, space: SearchSpace, edges_per_node: int,
+                 edge_weights: np.ndarray | None = None) -> Cell:
     names = space.op_names
     candidates = [i for i, n in enumerate(names) if n != "none" or space.selectable_none]
     if not candidates:
@@ -246,30 +247,34 @@ def _derive_cell(probs: np.ndarray, space: SearchSpace, edges_per_node: int) -> 
     nodes, row = [], 0
     for j in range(space.nodes):
         rows = probs[row: row + j + 2]
+        weights = np.ones(j + 2) if edge_weights is None else edge_weights[row: row + j + 2]
         row += j + 2
-        strength = rows[:, candidates].max(axis=1)
+        strength = rows[:, candidates].max(axis=1) * weights
         best_sources = sorted(np.argsort(-strength, kind="stable")[:edges_per_node])
         edges = []
         for source in best_sources:
             op = candidates[int(np.argmax(rows[source, candidates]))]
-            edges.append(Edge(int(source), ((names[op], 1.0),), 1.0))
+            edges.append(Edge(int(source), ((names[op], 1.0),), round(float(weights[source]), 6)))
         nodes.append(tuple(edges))
     return Cell(tuple(nodes), tuple(range(2, 2 + space.nodes)))
 
 
 def derive_genotype(normal_probs: Sequence, reduce_probs: Sequence, space: SearchSpace, *,
-                    edges_per_node: int = 2) -> Genotype:
+                    edges_per_node: int = 2, edge_weights: dict | None = None) -> Genotype:
     """Derive a genotype with the DARTS rule.
 
     For each node keep the `edges_per_node` incoming edges whose strongest op
     is strongest, and on each the strongest op. `none` is excluded unless the
-    space allows selecting it (BNAS).
+    space allows selecting it (BNAS). With `edge_weights` (PC-DARTS edge
+    normalization) an edge's strength is its edge weight times its strongest
+    op's probability, and the kept edges carry their edge weight.
 
     Args:
         normal_probs: `[num_edges, num_ops]` op probabilities of normal cells.
         reduce_probs: the same for reduction cells.
         space: the search space (column order = `space.op_names`).
         edges_per_node: incoming edges kept per node.
+        edge_weights: optional `{"normal": [num_edges], "reduce": [num_edges]}`.
 
     Returns:
         A `Genotype` that keeps the probabilities.
@@ -287,6 +292,12 @@ def derive_genotype(normal_probs: Sequence, reduce_probs: Sequence, space: Searc
             raise GenotypeError(
                 f"Expected {kind} probabilities of shape {(space.num_edges, space.num_ops)}, "
                 f"got {probs.shape}.")
-        cells[kind] = _derive_cell(probs, space, edges_per_node)
+        weights = None
+        if edge_weights is not None:
+            weights = np.asarray(edge_weights[kind], dtype=np.float64)
+            if weights.shape != (space.num_edges,) or not np.all(weights > 0):
+                raise GenotypeError(f"Expected {kind} edge weights: {space.num_edges} positive "
+                                    f"numbers, got {weights.tolist()}.")
+        cells[kind] = _derive_cell(probs, space, edges_per_node, weights)
         probabilities[kind] = np.round(probs, 6).tolist()
     return Genotype(cells["normal"], cells["reduce"], space.get_config(), probabilities)

@@ -280,6 +280,9 @@ class HMNASSuperNet(SuperNet):
             "edge_weight_initial": float(edge_weight_initial), "sparsity": float(sparsity),
             "weight_sparsity": float(weight_sparsity)})
         object.__setattr__(self, "_image_shape", None)
+        if kwargs.get("mixing", "all") != "all":
+            raise ValueError(f"HM-NAS search supports mixing='all' only (its masks act on "
+                             f"every op of every edge), got mixing={kwargs['mixing']!r}.")
         super().__init__(space, num_classes, layers, channels, **kwargs)
         self._mask_trackers = {k: tf.keras.metrics.Mean(name=k)
                                for k in ("ops_on", "edges_on", "weights_on")}

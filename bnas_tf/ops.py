@@ -278,9 +278,12 @@ class FactorizedReduce(tf.keras.layers.Layer):
         self.conv_b = _pointwise(filters - half, 2, input_quantizer, kernel_quantizer)
         self.bn = _batch_norm(affine)
 
+    def pre_norm(self, inputs):
+        """Both convs' outputs, concatenated, before batch norm."""
+        return tf.concat([self.conv_a(inputs), self.conv_b(self.shift(inputs))], axis=-1)
+
     def call(self, inputs, training=None):
-        out = tf.concat([self.conv_a(inputs), self.conv_b(self.shift(inputs))], axis=-1)
-        return self.bn(out, training=training)
+        return self.bn(self.pre_norm(inputs), training=training)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "affine": self.affine,

@@ -102,6 +102,10 @@ class SearchConfig:
     temperature_regularizer: float | None = None
     warmup_epochs: int = 0
     second_order: bool = False
+    mixing: str = "all"
+    partial_channels: int = 4
+    edge_normalization: bool = True
+    gumbel_temperature: tuple[float, float] = (10.0, 0.1)
     mixed_bfloat16: bool = False
     sync_batch_norm: bool = True
     seed: int = 0
@@ -117,6 +121,7 @@ class SearchConfig:
             if getattr(self, key) is None:
                 setattr(self, key, value)
         recipes.supernet_class(self.method)  # raises for unknown methods, naming the valid ones
+        self.gumbel_temperature = tuple(float(t) for t in self.gumbel_temperature)
 
     @classmethod
     def from_dict(cls, values: dict) -> SearchConfig:
@@ -162,7 +167,9 @@ def _build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
     net = recipes.supernet_class(config.method)(
         space, num_classes=num_classes, layers=config.layers, channels=config.channels,
         temperature=config.anneal_from or config.temperature, cell_skip=config.cell_skip,
-        seed=config.seed, **kwargs)
+        seed=config.seed, mixing=config.mixing, partial_channels=config.partial_channels,
+        edge_normalization=config.edge_normalization,
+        gumbel_temperature=config.gumbel_temperature, **kwargs)
     terms = []
     if config.diversity:
         terms.append(regularizers.Diversity(config.diversity, tau=config.tau))

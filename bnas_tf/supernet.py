@@ -31,7 +31,9 @@ from bnas_tf.genotype import Genotype, derive_genotype
 from bnas_tf.layers import ArchitectureParameters, SearchCell
 from bnas_tf.search_space import DEFAULT_SPACE, SearchSpace, warn_if_not_deployable
 
-__all__ = ["SuperNet", "reduction_indices"]
+__all__ = ["SuperNet", "reduction_indices", "MIXING_MODES"]
+
+MIXING_MODES = ("all", "partial", "gumbel")
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +77,37 @@ def _per_replica_share(logs: dict) -> dict:
 
 
 class _SearchState(tf.keras.callbacks.Callback):
-    """Keeps the supernet's epoch variable and warm-up switch in step with `fit`."""
+    """Keeps the supernet's epoch variable, warm-up switch and Gumbel τ in step with `fit`.
+
+    With `mixing="gumbel"`, τ falls linearly from the first to the second
+    value of `gumbel_temperature` over all steps of the `fit` call's epochs
+    (per epoch when the number of steps is unknown).
+    """
 
     def __init__(self, net: SuperNet):
         super().__init__()
         self.net = net
+        self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
         self.net.epoch.assign(epoch)
         enabled = epoch >= self.net.warmup_epochs
         if enabled != self.net._arch_enabled:
             self.net._arch_enabled = enabled
             self.net.train_function = self.net.make_train_function(force=True)
+        if self.net.mixing == "gumbel" and not self.params.get("steps"):
+            self._set_tau(epoch / max(1, self.params.get("epochs", 1) - 1))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = self.params.get("steps")
+        if self.net.mixing == "gumbel" and steps:
+            total = max(1, self.params.get("epochs", 1) * steps - 1)
+            self._set_tau((self._epoch * steps + batch) / total)
+
+    def _set_tau(self, progress: float) -> None:
+        start, end = self.net.gumbel_temperature
+        self.net.arch.gumbel_temperature.assign(start + (end - start) * min(1.0, progress))
 
 
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
@@ -108,7 +129,27 @@ class SuperNet(tf.keras.Model):
         temperature: softmax temperature T (BATS default 0.2; 1.0 = DARTS).
         cell_skip: add the BNAS inter-cell skip connection.
         stem_multiplier: stem channels = `stem_multiplier · channels`.
-        seed: seed of the α initializer.
+        seed: seed of the α initializer (and of the Gumbel noise).
+        mixing: how an edge mixes its ops in training (METHODS.md §10):
+            `"all"` runs every op on every edge (DARTS/BATS); `"partial"` runs
+            them on `1/partial_channels` of the channels, with edge
+            normalization (PC-DARTS); `"gumbel"` samples one op per edge and
+            step and runs only that one (GDAS). Validation and inference run
+            the same partial mix, resp. each edge's most likely op.
+        partial_channels: K of `"partial"` mixing (PC-DARTS: 4); must divide
+            `channels`.
+        edge_normalization: with `"partial"`, weight the edges into each
+            node by `softmax(β)` (learned with α); derivation ranks edges by
+            edge weight × op probability and writes the edge weights into the
+            genotype.
+        gumbel_temperature: `(start, end)` of the Gumbel-softmax τ of
+            `"gumbel"` mixing, annealed linearly over each `fit` (GDAS: 10 → 0.1);
+            separate from the BATS temperature T, which shapes the sampled
+            distribution `softmax(α/T)`.
+
+    Example:
+        >>> net = bn.SuperNet("bats", num_classes=10, layers=8, channels=16, mixing="gumbel")
+        >>> net = bn.SuperNet("lce", num_classes=10, mixing="partial", partial_channels=4)
 
     Attributes:
         arch: the `ArchitectureParameters` layer (α and T).
@@ -120,15 +161,30 @@ class SuperNet(tf.keras.Model):
     def __init__(self, space: SearchSpace | str | dict = DEFAULT_SPACE, num_classes: int = 10,
                  layers: int = 8, channels: int = 16, *, temperature: float = 0.2,
                  cell_skip: bool = True, stem_multiplier: int = 3, seed: int | None = None,
-                 **kwargs):
+                 mixing: str = "all", partial_channels: int = 4, edge_normalization: bool = True,
+                 gumbel_temperature: tuple[float, float] = (10.0, 0.1), **kwargs):
         super().__init__(**kwargs)
         for name, value in (("num_classes", num_classes), ("layers", layers),
-                            ("channels", channels), ("stem_multiplier", stem_multiplier)):
+                            ("channels", channels), ("stem_multiplier", stem_multiplier),
+                            ("partial_channels", partial_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Expected {name} to be a positive integer, got {value!r}.")
+        if mixing not in MIXING_MODES:
+            raise ValueError(f"Unknown mixing {mixing!r}; expected one of "
+                             f"{', '.join(repr(m) for m in MIXING_MODES)}.")
+        if mixing == "partial" and channels % partial_channels:
+            raise ValueError(f"partial_channels={partial_channels} must divide channels="
+                             f"{channels} (each mixed op runs on channels / partial_channels).")
+        gumbel_temperature = tuple(float(t) for t in gumbel_temperature)
+        if len(gumbel_temperature) != 2 or min(gumbel_temperature) <= 0:
+            raise ValueError("Expected gumbel_temperature as (start, end), both > 0, got "
+                             f"{gumbel_temperature!r}.")
         self.space = SearchSpace.get(space)
         self.num_classes, self.num_layers, self.channels = num_classes, layers, channels
         self.cell_skip, self.stem_multiplier, self.seed = cell_skip, stem_multiplier, seed
+        self.mixing, self.partial_channels = mixing, partial_channels
+        self.edge_normalization = bool(edge_normalization)
+        self.gumbel_temperature = gumbel_temperature
         self.arch = self._make_arch(temperature, seed)
         self.stem = ops.ConvBN(stem_multiplier * channels, 3, name="stem")
         self.cells = []
@@ -157,14 +213,22 @@ class SuperNet(tf.keras.Model):
     # -- construction hooks (overridden by bnas_tf.hmnas.HMNASSuperNet) -------------------
 
     def _make_arch(self, temperature: float, seed: int | None) -> ArchitectureParameters:
-        return ArchitectureParameters(self.space.num_edges, self.space.num_ops,
-                                      temperature=temperature, seed=seed, name="arch",
-                                      dtype="float32")
+        return ArchitectureParameters(
+            self.space.num_edges, self.space.num_ops, temperature=temperature, seed=seed,
+            nodes=self.space.nodes, edge_normalization=self._edge_normalized,
+            gumbel=self.mixing == "gumbel", gumbel_temperature=self.gumbel_temperature[0],
+            name="arch", dtype="float32")
 
     def _make_cell(self, filters: int, reduction: bool, reduction_prev: bool,
                    in_channels: int, name: str) -> SearchCell:
         return SearchCell(self.space, filters, reduction, reduction_prev,
-                          in_channels=in_channels, cell_skip=self.cell_skip, name=name)
+                          in_channels=in_channels, cell_skip=self.cell_skip,
+                          partial_channels=self.partial_channels if self.mixing == "partial"
+                          else 1, name=name)
+
+    @property
+    def _edge_normalized(self) -> bool:
+        return self.mixing == "partial" and self.edge_normalization
 
     # -- architecture ----------------------------------------------------------------------
 
@@ -180,7 +244,8 @@ class SuperNet(tf.keras.Model):
 
     @property
     def arch_variables(self) -> list[tf.Variable]:
-        return self.arch.alphas
+        """α, and the edge logits β of partial-channel mixing."""
+        return [*self.arch.alphas, *self.arch.betas]
 
     @property
     def weight_variables(self) -> list[tf.Variable]:
@@ -193,11 +258,25 @@ class SuperNet(tf.keras.Model):
         return {kind: tf.nn.softmax(a / t).numpy()
                 for kind, a in zip(("normal", "reduce"), self.arch.alphas, strict=False)}
 
+    def edge_weights(self) -> dict[str, np.ndarray] | None:
+        """`{"normal": [edges], "reduce": [edges]}` edge weights `softmax(β_j)`, or None.
+
+        Only partial-channel mixing with edge normalization learns them.
+        """
+        if not self._edge_normalized:
+            return None
+        return {kind: w.numpy() for kind, w in zip(("normal", "reduce"),
+                                                   self.arch.edge_weights(), strict=True)}
+
     def genotype(self, edges_per_node: int = 2) -> Genotype:
-        """Derive the genotype with the DARTS rule from the current α (see `derive_genotype`)."""
+        """Derive the genotype with the DARTS rule from the current α (see `derive_genotype`).
+
+        With edge normalization (`mixing="partial"`) edges rank by edge weight ×
+        op probability and keep their edge weight (PC-DARTS).
+        """
         probs = self.op_probabilities()
         return derive_genotype(probs["normal"], probs["reduce"], self.space,
-                               edges_per_node=edges_per_node)
+                               edges_per_node=edges_per_node, edge_weights=self.edge_weights())
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -205,12 +284,23 @@ class SuperNet(tf.keras.Model):
         if inputs.shape.rank != 4:
             raise ValueError(f"Expected images of shape (batch, height, width, channels), "
                              f"got shape {inputs.shape}.")
-        normal, reduce = self.arch.op_weights()
         s0 = s1 = self.stem(inputs, training=training)
+        mix = self._cell_mixing(training)
         for cell in self.cells:
-            weights = reduce if cell.reduction else normal
-            s0, s1 = s1, cell([s0, s1], op_weights=weights, training=training)
+            s0, s1 = s1, cell([s0, s1], training=training, **mix[cell.reduction])
         return self.classifier(self.global_pool(s1))
+
+    def _cell_mixing(self, training) -> dict[bool, dict]:
+        """Keyword arguments of normal (False) and reduction (True) cells for one forward pass."""
+        if self.mixing == "gumbel":
+            draws = self.arch.sample() if training else self.arch.argmax_ops()
+            kwargs = [{"op_weights": w, "op_indices": i} for w, i in draws]
+        else:
+            kwargs = [{"op_weights": w} for w in self.arch.op_weights()]
+        if self._edge_normalized:
+            for k, edge_weights in zip(kwargs, self.arch.edge_weights(), strict=True):
+                k["edge_weights"] = edge_weights
+        return {False: kwargs[0], True: kwargs[1]}
 
     # -- training --------------------------------------------------------------------------
 
@@ -263,13 +353,14 @@ class SuperNet(tf.keras.Model):
         return metrics
 
     def arch_regularization(self) -> tf.Tensor:
-        """Architecture regularizers on all α (concatenated) plus the α weight decay.
+        """Architecture regularizers on all α (concatenated) plus the α (and β) weight decay.
 
         Unscaled: under a distribution strategy the architecture step divides
         it by the number of replicas (their gradients are summed).
         """
         alphas = tf.concat(self.arch.alphas, axis=0)
-        total = 0.5 * self.arch_weight_decay * tf.reduce_sum(tf.square(alphas))
+        total = 0.5 * self.arch_weight_decay * tf.add_n(
+            [tf.reduce_sum(tf.square(v)) for v in (alphas, *self.arch.betas)])
         if self.arch_regularizer is not None:
             total += self.arch_regularizer(alphas)
         return total
@@ -374,9 +465,12 @@ class SuperNet(tf.keras.Model):
                                    **self._arch_logs()})
 
     def _arch_logs(self) -> dict:
-        return {"entropy": self.arch.mean_entropy(),
+        logs = {"entropy": self.arch.mean_entropy(),
                 "alpha_entropy": self.arch.mean_entropy(tempered=False),
                 "temperature": tf.identity(self.arch.temperature)}
+        if self.mixing == "gumbel":
+            logs["gumbel_temperature"] = tf.identity(self.arch.gumbel_temperature)
+        return logs
 
     def get_metrics_result(self):
         """Epoch logs: the metrics over all replicas, entropies and temperature.
@@ -414,13 +508,34 @@ class SuperNet(tf.keras.Model):
                 "SuperNet.fit expects dataset elements ((x_train, y_train), (x_val, y_val)), "
                 f"got {spec}. Build them with bnas_tf.data.search_pairs(x, y, batch_size=...).")
         callbacks = [_SearchState(self), *(callbacks or [])]
+        self._create_optimizer_slots()
         return super().fit(x, None, *args, callbacks=callbacks, **kwargs)
+
+    def _create_optimizer_slots(self) -> None:
+        """Create both optimizers' slot variables before the step is traced.
+
+        A `tf.function` that creates variables on its first call is traced a
+        second time; the bilevel step is large (most of all with single-path
+        mixing), so creating the slots first halves the tracing time.
+        """
+        if not self.built:
+            return
+        with self.distribute_strategy.scope():
+            for optimizer, variables in ((self.optimizer, self.weight_variables),
+                                         (self.arch_optimizer, self.arch_variables)):
+                if hasattr(optimizer, "_create_all_weights"):  # legacy optimizers
+                    optimizer._create_all_weights(variables)
+                elif hasattr(optimizer, "build"):
+                    optimizer.build(variables)
 
     def get_config(self):
         return {"space": self.space.get_config(), "num_classes": self.num_classes,
                 "layers": self.num_layers, "channels": self.channels,
                 "temperature": self.arch.initial_temperature, "cell_skip": self.cell_skip,
-                "stem_multiplier": self.stem_multiplier, "seed": self.seed, "name": self.name}
+                "stem_multiplier": self.stem_multiplier, "seed": self.seed,
+                "mixing": self.mixing, "partial_channels": self.partial_channels,
+                "edge_normalization": self.edge_normalization,
+                "gumbel_temperature": list(self.gumbel_temperature), "name": self.name}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
