@@ -94,8 +94,8 @@ def main() -> None:
     if unknown:
         p.error(f"unknown settings {sorted(unknown)}; choose from {sorted(SETTINGS)}")
     rows = []
-    print("| mixing | setting | arch lr | entropy T (ln ops = {u}) | entropy | decided | margin "
-          "| val acc | agree | s/search |".replace("{u}", "?"))
+    print("| mixing | setting | arch lr | entropy of softmax(α/T) | of softmax(α) | decided | margin "
+          "| val acc | agree | s/search |")
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for mixing in args.mixing.split(","):
         for setting in args.settings.split(","):

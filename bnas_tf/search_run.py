@@ -102,11 +102,11 @@ class SearchConfig:
     tau: float | None = None
     temperature_regularizer: float | None = None
     warmup_epochs: int = 0
-    warmup_fraction: float = budget_lib.DEFAULT_WARMUP_FRACTION
-    budget_schedule: bool = True
+    warmup_fraction: float | None = None
+    budget_schedule: bool | None = None
     decision: float = budget_lib.DEFAULT_DECISION
     second_order: bool = False
-    mixing: str = "all"
+    mixing: str | None = None
     partial_channels: int = 4
     edge_normalization: bool = True
     gumbel_temperature: tuple[float, float] = (10.0, 0.1)
