@@ -17,18 +17,21 @@ from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 
 from bnas_tf import (  # noqa: E402
     baselines,
+    budget,
     callbacks,
     data,
+    decision,
     errors,
     export,
     hmnas,
     masks,
+    mixing,
     ops,
     recipes,
     regularizers,
 )
 from bnas_tf.builder import build_network, count_params  # noqa: E402
-from bnas_tf.genotype import Cell, Edge, Genotype, derive_genotype  # noqa: E402
+from bnas_tf.genotype import Cell, Edge, Genotype, derive_genotype, random_genotype  # noqa: E402
 from bnas_tf.hmnas import HMNASSuperNet  # noqa: E402
 from bnas_tf.saving import load_model  # noqa: E402
 from bnas_tf.search_space import SearchSpace  # noqa: E402
@@ -49,17 +52,21 @@ __all__ = [
     "SuperNet",
     "TwoStageResult",
     "baselines",
+    "budget",
     "build_network",
     "callbacks",
     "count_params",
     "data",
+    "decision",
     "derive_genotype",
     "errors",
     "export",
     "hmnas",
     "load_model",
     "masks",
+    "mixing",
     "ops",
+    "random_genotype",
     "recipes",
     "regularizers",
     "train_two_stage",

@@ -110,7 +110,7 @@ class ArchitectureBoard(tf.keras.callbacks.Callback):
                 os.path.join(self.log_dir, "architecture"))
         probs = {k: np.asarray(v) for k, v in self.model.op_probabilities().items()}
         op_names = list(self.model.space.op_names)
-        genotype = self.model.genotype()
+        genotype = self.model.genotype(warn=False)
         with self._writer.as_default(step=int(step)):
             for kind in _KINDS:
                 table = probs[kind]

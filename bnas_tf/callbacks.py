@@ -98,21 +98,26 @@ def _to_float(value):
 class SearchHistory(tf.keras.callbacks.Callback):
     """Record per-epoch logs, op probabilities and genotype; optionally as JSON.
 
-    The file is a JSON object `{"op_names": [...], "space": {...}, "epochs":
-    [{"epoch", "logs", "op_probabilities": {"normal", "reduce"},
-    "genotype"}, ...]}`, rewritten atomically after every epoch, so an
-    interrupted search leaves a valid file of its finished epochs.
+    The file is a JSON object `{"op_names": [...], "space": {...}, "schedule":
+    {...}, "epochs": [{"epoch", "logs", "op_probabilities": {"normal",
+    "reduce"}, "decision", "genotype"}, ...]}`, rewritten atomically after
+    every epoch, so an interrupted search leaves a valid file of its finished
+    epochs. `decision` holds each edge's margin (`bnas_tf.decision`).
 
     Args:
         path: JSON file to write, or None to keep the record in memory only.
         resume: keep the entries of an existing file for epochs before the
             first one this run trains (for resumed searches).
+        schedule: the search's schedule (`bnas_tf.search_run.search_schedule`),
+            written with the epochs.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, resume: bool = False):
+    def __init__(self, path: str | os.PathLike | None = None, resume: bool = False,
+                 schedule: dict | None = None):
         super().__init__()
         self.path = None if path is None else os.fspath(path)
         self.resume = resume
+        self.schedule = schedule
         self.epochs: list[dict] = []
 
     def on_train_begin(self, logs=None):
@@ -124,21 +129,26 @@ class SearchHistory(tf.keras.callbacks.Callback):
         arch = _supernet_arch(self.model)
         probs = {kind: np.round(p, 6).tolist()
                  for kind, p in self.model.op_probabilities().items()}
+        genotype = self.model.genotype(warn=False)
         self.epochs = [e for e in self.epochs if e["epoch"] < epoch]
         self.epochs.append({
             "epoch": int(epoch),
             "logs": {k: _to_float(v) for k, v in (logs or {}).items()},
             "temperature": float(arch.temperature.numpy()),
             "op_probabilities": probs,
-            "genotype": self.model.genotype().to_dict(),
+            "decision": genotype.decision,
+            "genotype": genotype.to_dict(),
         })
         if self.path:
             self.write(self.path)
 
     def to_dict(self) -> dict:
         space = self.model.space
-        return {"op_names": list(space.op_names), "space": space.get_config(),
-                "epochs": self.epochs}
+        out = {"op_names": list(space.op_names), "space": space.get_config(),
+               "epochs": self.epochs}
+        if self.schedule is not None:
+            out["schedule"] = self.schedule
+        return out
 
     def write(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")

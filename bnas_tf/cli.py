@@ -31,6 +31,7 @@ select_keras2()
 
 from bnas_tf import data as data_lib  # noqa: E402
 from bnas_tf import recipes  # noqa: E402
+from bnas_tf.budget import DEFAULT_DECISION  # noqa: E402
 from bnas_tf.errors import (  # noqa: E402
     DataError,
     GenotypeError,
@@ -118,12 +119,26 @@ def _add_search(sub) -> None:
                         f"{_recipe_default(_DEFAULTS.temperature_regularizer)}")
     p.add_argument("--warmup-epochs", type=int, default=0,
                    help="epochs of weight steps only before α is updated")
+    budget = p.add_argument_group("budget-aware schedule (bnas_tf.budget)")
+    budget.add_argument("--warmup-fraction", type=float, default=None,
+                        help="share of the search's steps with weight steps only "
+                             f"{_recipe_default(_DEFAULTS.warmup_fraction)}")
+    budget.add_argument("--decision", type=float, default=DEFAULT_DECISION,
+                        help="the architecture learning rate is at least decision * T / "
+                             "(architecture steps), so α/T can separate by this much within "
+                             "the run")
+    budget.add_argument("--budget-schedule", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="scale the α learning rate and the diversity decay to the run "
+                             "(--no-budget-schedule: --arch-lr and --tau as given) "
+                             f"{_recipe_default(_DEFAULTS.budget_schedule)}")
     p.add_argument("--second-order", action="store_true", help="unrolled DARTS gradient")
     mix = p.add_argument_group("search modes that fit a CPU (--mixing)")
-    mix.add_argument("--mixing", default="all", choices=("all", "partial", "gumbel"),
+    mix.add_argument("--mixing", default=None, choices=("all", "partial", "gumbel"),
                      help="all: every op on every edge (DARTS/BATS); partial: ops on "
                           "1/--partial-channels of the channels with edge normalization "
-                          "(PC-DARTS); gumbel: one sampled op per edge and step (GDAS)")
+                          "(PC-DARTS); gumbel: one sampled op per edge and step (GDAS) "
+                          f"{_recipe_default(_DEFAULTS.mixing)}")
     mix.add_argument("--partial-channels", type=int, default=4,
                      help="K of --mixing partial (must divide --channels)")
     mix.add_argument("--no-edge-normalization", dest="edge_normalization",

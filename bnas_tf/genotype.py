@@ -25,10 +25,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from bnas_tf._io import atomic_write_text
+from bnas_tf.decision import decision_summary
 from bnas_tf.errors import GenotypeError
 from bnas_tf.search_space import SearchSpace
 
-__all__ = ["Edge", "Cell", "Genotype", "derive_genotype"]
+__all__ = ["Edge", "Cell", "Genotype", "derive_genotype", "random_genotype"]
 
 FORMAT = "bnas_tf.genotype/1"
 
@@ -71,6 +72,8 @@ class Genotype:
         probabilities: op probabilities per edge at derivation time,
             `{"normal": [[...]], "reduce": [[...]]}` in the space's op order.
         method: how it was derived (`darts` or `hmnas`).
+        decision: per-edge decision margins at derivation time and the share
+            of decided edges (`bnas_tf.decision.decision_summary`), or None.
 
     Raises:
         GenotypeError: when an op is not in the space, an edge comes from a
@@ -83,6 +86,7 @@ class Genotype:
     space: dict = dataclasses.field(hash=False)
     probabilities: dict | None = dataclasses.field(default=None, hash=False, compare=False)
     method: str = "darts"
+    decision: dict | None = dataclasses.field(default=None, hash=False, compare=False)
 
     def __post_init__(self):
         space = SearchSpace.from_config(self.space)
@@ -111,6 +115,8 @@ class Genotype:
                "normal": cell_dict(self.normal), "reduce": cell_dict(self.reduce)}
         if self.probabilities is not None:
             out["probabilities"] = self.probabilities
+        if self.decision is not None:
+            out["decision"] = self.decision
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -134,7 +140,9 @@ class Genotype:
         return cls(normal=_cell_from_dict(data["normal"], "normal"),
                    reduce=_cell_from_dict(data["reduce"], "reduce"),
                    space=space, probabilities=data.get("probabilities"),
-                   method=str(data.get("method", "darts")))
+                   method=str(data.get("method", "darts")),
+                   decision=data.get("decision") if isinstance(data.get("decision"), dict)
+                   else None)
 
     @classmethod
     def from_json(cls, text: str) -> Genotype:
@@ -300,4 +308,34 @@ def derive_genotype(normal_probs: Sequence, reduce_probs: Sequence, space: Searc
                                     f"numbers, got {weights.tolist()}.")
         cells[kind] = _derive_cell(probs, space, edges_per_node, weights)
         probabilities[kind] = np.round(probs, 6).tolist()
-    return Genotype(cells["normal"], cells["reduce"], space.get_config(), probabilities)
+    summary = decision_summary({k: np.asarray(p) for k, p in probabilities.items()}, space)
+    return Genotype(cells["normal"], cells["reduce"], space.get_config(), probabilities,
+                    decision=summary)
+
+
+def random_genotype(space: SearchSpace, rng: np.random.Generator | int | None = None, *,
+                    edges_per_node: int = 2) -> Genotype:
+    """A genotype drawn uniformly from what the DARTS rule can derive in `space`.
+
+    Each node gets `edges_per_node` distinct sources (or all of them when it has
+    fewer inputs) and on each edge one op drawn from those derivation may pick
+    (no `none` unless the space selects it), unit weights: the random-search
+    baseline a searched genotype must beat (Li & Talwalkar, 2019).
+
+    Example:
+        >>> g = bn.random_genotype(bn.SearchSpace.get("lce"), rng=0)
+        >>> [len(node) for node in g.normal.nodes]
+        [2, 2, 2, 2]
+    """
+    rng = np.random.default_rng(rng)
+    names = [n for n in space.op_names if n != "none" or space.selectable_none]
+
+    def cell() -> Cell:
+        nodes = []
+        for k in range(space.nodes):
+            count = min(edges_per_node, k + 2)
+            sources = sorted(int(i) for i in rng.choice(k + 2, size=count, replace=False))
+            nodes.append(tuple(Edge(i, ((str(rng.choice(names)), 1.0),), 1.0) for i in sources))
+        return Cell(tuple(nodes), tuple(range(2, 2 + space.nodes)))
+
+    return Genotype(cell(), cell(), space.get_config(), method="random")

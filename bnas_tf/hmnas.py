@@ -70,6 +70,7 @@ import tensorflow as tf
 
 from bnas_tf import ops
 from bnas_tf.builder import build_network
+from bnas_tf.decision import genotype_warnings
 from bnas_tf.errors import SearchSpaceError
 from bnas_tf.genotype import Cell, Edge, Genotype
 from bnas_tf.layers import ArchitectureParameters, SearchCell
@@ -362,7 +363,7 @@ class HMNASSuperNet(SuperNet):
 
     # -- derivation --------------------------------------------------------------------------
 
-    def genotype(self, edges_per_node: int | None = None) -> Genotype:
+    def genotype(self, edges_per_node: int | None = None, warn: bool = True) -> Genotype:
         """The masked architecture: every edge and op whose mask is on, with its weight.
 
         Edge weight = β_ij, op weight = `softmax(α_ij/T)_o`. A node with no
@@ -371,6 +372,7 @@ class HMNASSuperNet(SuperNet):
         Args:
             edges_per_node: not used (HM-NAS learns the in-degree); passing a
                 number raises, so DARTS-rule code does not silently get masks.
+            warn: log a warning when the normal cell keeps parameter-free ops only.
         """
         if edges_per_node is not None:
             raise ValueError("HMNASSuperNet.genotype() derives by masks; edges_per_node is a "
@@ -397,8 +399,12 @@ class HMNASSuperNet(SuperNet):
                 nodes.append(tuple(edges))
             cells[kind] = Cell(tuple(nodes), tuple(range(2, 2 + self.space.nodes)))
         probs = {k: np.round(v, 6).tolist() for k, v in self.op_probabilities().items()}
-        return Genotype(cells["normal"], cells["reduce"], self.space.get_config(), probs,
-                        method="hmnas")
+        genotype = Genotype(cells["normal"], cells["reduce"], self.space.get_config(), probs,
+                            method="hmnas")
+        if warn:
+            for problem in genotype_warnings(genotype):
+                log.warning(problem)
+        return genotype
 
     def derive_model(self, *, input_shape: tuple[int, int, int] | None = None,
                      name: str = "hmnas_network") -> tf.keras.Model:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from bnas_tf import budget
 from bnas_tf.hmnas import HMNASSuperNet
 from bnas_tf.search_space import DEFAULT_SPACE, SearchSpace
 from bnas_tf.supernet import SuperNet
@@ -95,7 +96,8 @@ class Recipe:
     `diversity` (λ, 0 disables), `tau`, `temperature_regularizer` (0
     disables), `learning_rate` (Adam, supernet weights),
     `arch_learning_rate`, `arch_beta_1`, `arch_beta_2`, `arch_weight_decay`,
-    `binary_search_weights`.
+    `binary_search_weights`, `mixing` (how edges mix their ops, §10),
+    `budget_schedule` and `warmup_fraction` (`bnas_tf.budget`).
 
     Training settings (fields of `bnas_tf.train_run.TrainConfig`):
     `kernel_quantizer` (None: the genotype space's `weight_quantizer`),
@@ -129,6 +131,9 @@ class Recipe:
     arch_beta_2: float
     arch_weight_decay: float
     binary_search_weights: bool
+    mixing: str
+    budget_schedule: bool
+    warmup_fraction: float
     kernel_quantizer: str | None
     weight_decay: float
     train_learning_rate: float | None
@@ -139,7 +144,8 @@ class Recipe:
     SEARCH_SETTINGS: ClassVar[tuple[str, ...]] = (
         "method", "space", "cell_skip", "temperature", "anneal_from", "diversity", "tau",
         "temperature_regularizer", "learning_rate", "arch_learning_rate", "arch_beta_1",
-        "arch_beta_2", "arch_weight_decay", "binary_search_weights")
+        "arch_beta_2", "arch_weight_decay", "binary_search_weights", "mixing",
+        "budget_schedule", "warmup_fraction")
     TRAIN_SETTINGS: ClassVar[dict[str, str]] = {  # TrainConfig field: recipe field
         "cell_skip": "cell_skip", "kernel_quantizer": "kernel_quantizer",
         "weight_decay": "weight_decay", "learning_rate": "train_learning_rate",
@@ -206,6 +212,11 @@ _DEFAULTS_SOURCES = {
     "arch_beta_2": "§5 β = (0.5, 0.999) (DARTS)",
     "arch_weight_decay": "§5 weight decay 1e-3 on α (DARTS)",
     "binary_search_weights": "§6: binary activations, real weights during search (BATS)",
+    "mixing": "§10 single path (GDAS): one op per edge and step, the fastest mode on a CPU "
+              "(benchmarks/README.md)",
+    "budget_schedule": "bnas_tf.budget: warm-up, α learning rate and diversity decay scaled "
+                       "to the run; the papers' values at the papers' budgets",
+    "warmup_fraction": "bnas_tf.budget: weight steps only for the first quarter of the run",
     "kernel_quantizer": "the space's weight quantizer (`lce`: ste_sign)",
     "weight_decay": "§7: 5e-6 in stage 1, 0 in stage 2 (AdamBNN)",
     "train_learning_rate": "§7: Adam 1e-3 · batch/256, linear decay to 0 (AdamBNN)",
@@ -218,10 +229,13 @@ DEFAULTS = Recipe(
     method="darts", space=DEFAULT_SPACE, cell_skip=True, temperature=0.2, anneal_from=None,
     diversity=1.0, tau=7.7, temperature_regularizer=0.0, learning_rate=1e-3,
     arch_learning_rate=3e-4, arch_beta_1=0.5, arch_beta_2=0.999, arch_weight_decay=1e-3,
-    binary_search_weights=False, kernel_quantizer=None, weight_decay=5e-6,
+    binary_search_weights=False, mixing="gumbel", budget_schedule=True,
+    warmup_fraction=budget.DEFAULT_WARMUP_FRACTION, kernel_quantizer=None, weight_decay=5e-6,
     train_learning_rate=None, train_channels=32, sources=_DEFAULTS_SOURCES,
     departures=("mixes BATS (temperature), BNAS (inter-cell skip, diversity) and AdamBNN "
-                "(optimizers, two stages) over the deployable `lce` space",),
+                "(optimizers, two stages) over the deployable `lce` space",
+                "searches one sampled op per edge (GDAS, §10) with a schedule scaled to the "
+                "run (bnas_tf.budget), so a search of minutes decides α"),
 )
 """bnas_tf's settings when no recipe is named (`get(None)`)."""
 
@@ -264,12 +278,23 @@ def get(identifier: str | dict | Recipe | None) -> Recipe:
     raise ValueError(f"Unknown recipe {identifier!r}. Known recipes: {', '.join(_RECIPES)}.")
 
 
+_PAPER_SEARCH = {  # every op on every edge, the papers' fixed search settings
+    "settings": {"mixing": "all", "budget_schedule": False, "warmup_fraction": 0.0},
+    "sources": {"mixing": "§3: every op of every edge in the mixed op, as the paper",
+                "budget_schedule": "off: the paper's α learning rate and τ whatever the "
+                                   "run's length (bnas_tf.budget scales them)",
+                "warmup_fraction": "no warm-up fraction (--warmup-epochs as the paper)"},
+}
+
+
 def _recipe(name: str, description: str, sources: dict, departures: tuple[str, ...],
             **settings) -> Recipe:
-    """A recipe that changes some of `DEFAULTS`; every source is restated per recipe."""
-    return register(dataclasses.replace(DEFAULTS, name=name, description=description,
-                                        sources={**_DEFAULTS_SOURCES, **sources},
-                                        departures=departures, **settings))
+    """A paper's recipe: `DEFAULTS` changed by `settings`, with the paper's search mode."""
+    settings = {**_PAPER_SEARCH["settings"], **settings}
+    return register(dataclasses.replace(
+        DEFAULTS, name=name, description=description,
+        sources={**_DEFAULTS_SOURCES, **_PAPER_SEARCH["sources"], **sources},
+        departures=departures, **settings))
 
 
 _UNKNOWN = "not in METHODS.md for this paper: bnas_tf's value"
@@ -346,10 +371,13 @@ _recipe(
     "adambnn", "AdamBNN (Liu et al., ICML 2021) training: Adam, two stages, weight decay "
     "5e-6 then 0, scaled binary weights; the search is bnas_tf's default",
     {"kernel_quantizer": "magnitude_aware_sign: ReActNet-A's binary conv (mean |W| per "
-                         "channel), the network AdamBNN trains (§7, §9)"},
-    ("AdamBNN has no search: the search settings are bnas_tf's defaults",
+                         "channel), the network AdamBNN trains (§7, §9)",
+     **{key: _DEFAULTS_SOURCES[key] for key in _PAPER_SEARCH["settings"]}},
+    ("AdamBNN has no search: the search settings are bnas_tf's defaults (mixing, "
+     "schedule included)",
      "AdamBNN distils from a real-valued teacher (ReActNet's distributional loss); "
      "`bnas-tf train` does not (bn.train_two_stage(teacher=...) does)",
      "AdamBNN trains ReActNet-A on ImageNet; here the network is the searched one"),
-    kernel_quantizer="magnitude_aware_sign",
+    kernel_quantizer="magnitude_aware_sign", mixing=DEFAULTS.mixing,
+    budget_schedule=DEFAULTS.budget_schedule, warmup_fraction=DEFAULTS.warmup_fraction,
 )

@@ -42,7 +42,8 @@ class _ArchRegularizer(tf.keras.regularizers.Regularizer):
 class Diversity(_ArchRegularizer):
     r"""Entropy bonus that keeps many ops alive early in the search (BNAS).
 
-    `loss(α) = −λ · exp(−t/τ) · mean_edges H(softmax(α))`, with `t` the epoch.
+    `loss(α) = −λ · exp(−t/τ) · mean_edges H(softmax(α))`, with `t` the epoch
+    (fractional once compiled into a `SuperNet`: its `search_time`).
     Minimizing it raises the entropy of each edge's op distribution, so the
     weights of all ops get trained before α commits; the bonus decays with
     time constant τ (epochs). Gradient: `−λ·exp(−t/τ)·∂H/∂α / edges`.
@@ -77,7 +78,7 @@ class Diversity(_ArchRegularizer):
         self.epoch.assign(float(epoch))
 
     def follow(self, supernet) -> None:
-        self._epoch = supernet.epoch
+        self._epoch = supernet.search_time
 
     def weight(self) -> tf.Tensor:
         """Current factor `λ · exp(−t/τ)`."""

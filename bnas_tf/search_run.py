@@ -39,6 +39,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from bnas_tf import budget as budget_lib
 from bnas_tf import callbacks as callbacks_lib
 from bnas_tf import data as data_lib
 from bnas_tf import distribute, recipes, regularizers
@@ -101,14 +102,18 @@ class SearchConfig:
     tau: float | None = None
     temperature_regularizer: float | None = None
     warmup_epochs: int = 0
+    warmup_fraction: float | None = None
+    budget_schedule: bool | None = None
+    decision: float = budget_lib.DEFAULT_DECISION
     second_order: bool = False
-    mixing: str = "all"
+    mixing: str | None = None
     partial_channels: int = 4
     edge_normalization: bool = True
     gumbel_temperature: tuple[float, float] = (10.0, 0.1)
     mixed_bfloat16: bool = False
     sync_batch_norm: bool = True
     seed: int = 0
+    data_seed: int | None = None
     method: str | None = None
     mask_threshold: float = DEFAULT_THRESHOLD
     mask_initial: float = DEFAULT_INITIAL
@@ -141,19 +146,46 @@ class SearchResult:
     derived_model_path: Path | None = None
 
 
+def search_schedule(config: SearchConfig, steps_per_epoch: int) -> dict:
+    """The architecture learning rate, diversity τ and warm-up a search runs with.
+
+    With `budget_schedule` (the default) they follow `bnas_tf.budget.SearchBudget`:
+    `lr_α = max(arch_learning_rate, decision · T / architecture steps)` and
+    `τ · min(1, epochs / 50)`; otherwise the configured values as they are.
+
+    Example:
+        >>> search_schedule(SearchConfig(epochs=2), steps_per_epoch=40)["arch_learning_rate"]
+        0.02
+    """
+    budget = budget_lib.SearchBudget(config.epochs, max(1, steps_per_epoch),
+                                     config.warmup_fraction,
+                                     config.decision if config.budget_schedule else 0.0)
+    schedule = {"steps_per_epoch": steps_per_epoch, "total_steps": budget.total_steps,
+                "warmup_steps": budget.warmup_steps, "arch_steps": budget.arch_steps,
+                "arch_learning_rate": config.arch_learning_rate, "tau": config.tau}
+    if config.budget_schedule:
+        schedule["arch_learning_rate"] = budget.arch_learning_rate(
+            config.temperature, base=config.arch_learning_rate)
+        schedule["tau"] = budget.diversity_tau(config.tau)
+    return schedule
+
+
 def build_supernet(config: SearchConfig, num_classes: int,
-                   strategy: tf.distribute.Strategy | None = None) -> SuperNet:
+                   strategy: tf.distribute.Strategy | None = None,
+                   schedule: dict | None = None) -> SuperNet:
     """The compiled supernet a `SearchConfig` describes, built in `strategy`'s scope.
 
-    With `mixed_bfloat16`, this sets Keras' global mixed-precision policy.
+    `schedule` (from `search_schedule`) overrides the architecture learning
+    rate and diversity τ. With `mixed_bfloat16`, this sets Keras' global
+    mixed-precision policy.
     """
     if config.mixed_bfloat16:
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     with distribute.get_strategy(strategy).scope():
-        return _build_supernet(config, num_classes)
+        return _build_supernet(config, num_classes, schedule or {})
 
 
-def _build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
+def _build_supernet(config: SearchConfig, num_classes: int, schedule: dict) -> SuperNet:
     space = SearchSpace.get(config.space, nodes=config.nodes,
                             input_quantizer=config.input_quantizer,
                             binary_search_weights=config.binary_search_weights)
@@ -172,18 +204,20 @@ def _build_supernet(config: SearchConfig, num_classes: int) -> SuperNet:
         gumbel_temperature=config.gumbel_temperature, **kwargs)
     terms = []
     if config.diversity:
-        terms.append(regularizers.Diversity(config.diversity, tau=config.tau))
+        terms.append(regularizers.Diversity(config.diversity,
+                                            tau=schedule.get("tau", config.tau)))
     if config.temperature_regularizer:
         terms.append(regularizers.Temperature(config.temperature_regularizer))
     net.compile(
         optimizer=tf.keras.optimizers.legacy.Adam(config.learning_rate),
-        arch_optimizer=tf.keras.optimizers.legacy.Adam(config.arch_learning_rate,
-                                                       beta_1=config.arch_beta_1,
-                                                       beta_2=config.arch_beta_2),
+        arch_optimizer=tf.keras.optimizers.legacy.Adam(
+            schedule.get("arch_learning_rate", config.arch_learning_rate),
+            beta_1=config.arch_beta_1, beta_2=config.arch_beta_2),
         metrics=["accuracy"],
         arch_regularizer=terms or None,
         arch_weight_decay=config.arch_weight_decay,
         warmup_epochs=config.warmup_epochs,
+        warmup_fraction=config.warmup_fraction,
         second_order=config.second_order,
     )
     return net
@@ -198,7 +232,7 @@ class _EpochCheckpoint(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.manager.save(checkpoint_number=epoch + 1)
-        self.model.genotype().save(self.genotype_path)
+        self.model.genotype(warn=False).save(self.genotype_path)
 
 
 def _effective_config(output_dir: Path, config: SearchConfig, resume: bool,
@@ -248,7 +282,8 @@ def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: b
     output_dir = Path(output_dir)
     config = _effective_config(output_dir, config, resume, chief)
     data = data_lib.load(config.dataset, config.data_dir, limit=config.limit,
-                         download=config.download, seed=config.seed)
+                         download=config.download,
+                         seed=config.seed if config.data_seed is None else config.data_seed)
     write_dir = distribute.worker_dir(output_dir, strategy)
     try:
         return _search(config, data, strategy, output_dir, write_dir, resume=resume,
@@ -262,11 +297,15 @@ def _search(config, data, strategy, output_dir, write_dir, *, resume, extra_call
     write_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(write_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
     tf.keras.utils.set_random_seed(config.seed)
-    net = build_supernet(config, data.num_classes, strategy)
-    with strategy.scope():
-        net(tf.zeros((1, *data.input_shape)))  # create variables before restoring into them
     pairs = data_lib.search_pairs(data, batch_size=config.batch_size, augment=config.augment,
                                   seed=config.seed)
+    schedule = search_schedule(config, int(pairs.cardinality()))
+    log.info("Search schedule: %d steps per epoch, %d warm-up steps, architecture learning "
+             "rate %.3g, diversity tau %.3g epochs", schedule["steps_per_epoch"],
+             schedule["warmup_steps"], schedule["arch_learning_rate"], schedule["tau"])
+    net = build_supernet(config, data.num_classes, strategy, schedule)
+    with strategy.scope():
+        net(tf.zeros((1, *data.input_shape)))  # create variables before restoring into them
     validation = data_lib.make_dataset(data, batch_size=max(config.batch_size, 128))
     checkpoint = tf.train.Checkpoint(net=net, optimizer=net.optimizer,
                                      arch_optimizer=net.arch_optimizer)
@@ -284,7 +323,8 @@ def _search(config, data, strategy, output_dir, write_dir, *, resume, extra_call
             config.anneal_from, config.temperature, config.epochs))
     if resume and write_dir != output_dir and (output_dir / "history.json").exists():
         (write_dir / "history.json").write_text((output_dir / "history.json").read_text())
-    history = callbacks_lib.SearchHistory(write_dir / "history.json", resume=resume)
+    history = callbacks_lib.SearchHistory(write_dir / "history.json", resume=resume,
+                                          schedule=schedule)
     callbacks += [
         history,
         _EpochCheckpoint(manager, write_dir / "genotype.json"),

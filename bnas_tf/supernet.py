@@ -23,7 +23,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from bnas_tf import ops
+from bnas_tf import decision, ops
 from bnas_tf import regularizers as regularizers_lib
 from bnas_tf.distribute import num_replicas, scale_for_replicas
 from bnas_tf.errors import DataError
@@ -77,11 +77,15 @@ def _per_replica_share(logs: dict) -> dict:
 
 
 class _SearchState(tf.keras.callbacks.Callback):
-    """Keeps the supernet's epoch variable, warm-up switch and Gumbel τ in step with `fit`.
+    """Keeps the supernet's epoch, search time, warm-up switch and Gumbel τ in step with `fit`.
 
-    With `mixing="gumbel"`, τ falls linearly from the first to the second
-    value of `gumbel_temperature` over all steps of the `fit` call's epochs
-    (per epoch when the number of steps is unknown).
+    `search_time` is the fractional epoch (epoch + batch / steps), which the
+    `Diversity` regularizer decays with. The architecture step starts after
+    `warmup_epochs` epochs and `warmup_fraction` of the `fit` call's steps
+    (the train function is retraced once when it switches on). With
+    `mixing="gumbel"`, τ falls linearly from the first to the second value of
+    `gumbel_temperature` over all steps of the `fit` call's epochs (per epoch
+    when the number of steps is unknown).
     """
 
     def __init__(self, net: SuperNet):
@@ -92,18 +96,29 @@ class _SearchState(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self.net.epoch.assign(epoch)
-        enabled = epoch >= self.net.warmup_epochs
-        if enabled != self.net._arch_enabled:
-            self.net._arch_enabled = enabled
-            self.net.train_function = self.net.make_train_function(force=True)
-        if self.net.mixing == "gumbel" and not self.params.get("steps"):
-            self._set_tau(epoch / max(1, self.params.get("epochs", 1) - 1))
+        self.net.search_time.assign(float(epoch))
+        if not self.params.get("steps"):
+            self._set_arch_enabled(epoch >= self.net.warmup_epochs and (
+                epoch >= self.net.warmup_fraction * self.params.get("epochs", 1)))
+            if self.net.mixing == "gumbel":
+                self._set_tau(epoch / max(1, self.params.get("epochs", 1) - 1))
 
     def on_train_batch_begin(self, batch, logs=None):
         steps = self.params.get("steps")
-        if self.net.mixing == "gumbel" and steps:
-            total = max(1, self.params.get("epochs", 1) * steps - 1)
-            self._set_tau((self._epoch * steps + batch) / total)
+        if not steps:
+            return
+        step = self._epoch * steps + batch
+        self.net.search_time.assign(self._epoch + batch / steps)
+        total = self.params.get("epochs", 1) * steps
+        self._set_arch_enabled(self._epoch >= self.net.warmup_epochs
+                               and step >= round(self.net.warmup_fraction * total))
+        if self.net.mixing == "gumbel":
+            self._set_tau(step / max(1, total - 1))
+
+    def _set_arch_enabled(self, enabled: bool) -> None:
+        if enabled != self.net._arch_enabled:
+            self.net._arch_enabled = enabled
+            self.net.train_function = self.net.make_train_function(force=True)
 
     def _set_tau(self, progress: float) -> None:
         start, end = self.net.gumbel_temperature
@@ -156,6 +171,8 @@ class SuperNet(tf.keras.Model):
         arch_variables: α variables, updated by the architecture step only.
         weight_variables: all other trainable variables (weight step only).
         epoch: non-trainable variable holding the current epoch.
+        search_time: non-trainable variable holding the fractional epoch
+            (epoch + batch / steps), which `bn.regularizers.Diversity` decays with.
     """
 
     def __init__(self, space: SearchSpace | str | dict = DEFAULT_SPACE, num_classes: int = 10,
@@ -201,10 +218,12 @@ class SuperNet(tf.keras.Model):
         # float32 logits also under a mixed-precision policy (numerically safe loss)
         self.classifier = tf.keras.layers.Dense(num_classes, name="classifier", dtype="float32")
         self.epoch = tf.Variable(0, trainable=False, dtype=tf.int64, name="search_epoch")
+        self.search_time = tf.Variable(0.0, trainable=False, name="search_time")
         self.arch_optimizer = None
         self.arch_regularizer = None
         self.arch_weight_decay = 0.0
         self.warmup_epochs = 0
+        self.warmup_fraction = 0.0
         self.second_order = False
         self._arch_enabled = True
         self._loss_tracker = tf.keras.metrics.Mean(name="loss")
@@ -268,15 +287,23 @@ class SuperNet(tf.keras.Model):
         return {kind: w.numpy() for kind, w in zip(("normal", "reduce"),
                                                    self.arch.edge_weights(), strict=True)}
 
-    def genotype(self, edges_per_node: int = 2) -> Genotype:
+    def genotype(self, edges_per_node: int = 2, warn: bool = True) -> Genotype:
         """Derive the genotype with the DARTS rule from the current α (see `derive_genotype`).
 
         With edge normalization (`mixing="partial"`) edges rank by edge weight ×
-        op probability and keep their edge weight (PC-DARTS).
+        op probability and keep their edge weight (PC-DARTS). The genotype
+        carries each edge's decision margin (`bnas_tf.decision`); with `warn`,
+        a mostly undecided genotype and a normal cell of parameter-free ops
+        only are logged as warnings.
         """
         probs = self.op_probabilities()
-        return derive_genotype(probs["normal"], probs["reduce"], self.space,
-                               edges_per_node=edges_per_node, edge_weights=self.edge_weights())
+        genotype = derive_genotype(probs["normal"], probs["reduce"], self.space,
+                                   edges_per_node=edges_per_node,
+                                   edge_weights=self.edge_weights())
+        if warn:
+            for problem in decision.genotype_warnings(genotype, genotype.decision):
+                log.warning(problem)
+        return genotype
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -306,7 +333,7 @@ class SuperNet(tf.keras.Model):
 
     def compile(self, optimizer=None, arch_optimizer=None, loss=None, metrics=None, *,
                 arch_regularizer=None, arch_weight_decay: float = 1e-3, warmup_epochs: int = 0,
-                second_order: bool = False, **kwargs):
+                warmup_fraction: float = 0.0, second_order: bool = False, **kwargs):
         """Configure both optimizers and the architecture objective.
 
         Args:
@@ -320,6 +347,8 @@ class SuperNet(tf.keras.Model):
             arch_weight_decay: L2 factor on α (DARTS: 1e-3), as PyTorch Adam's
                 `weight_decay` (gradient += decay · α).
             warmup_epochs: epochs at the start with weight steps only.
+            warmup_fraction: share of each `fit` call's steps, from its first
+                epoch, with weight steps only (see `bnas_tf.budget`).
             second_order: unrolled DARTS gradient (one virtual SGD step and a
                 finite-difference Hessian-vector product) instead of first order.
         """
@@ -335,15 +364,19 @@ class SuperNet(tf.keras.Model):
         if arch_weight_decay < 0 or warmup_epochs < 0:
             raise ValueError("Expected arch_weight_decay >= 0 and warmup_epochs >= 0, got "
                              f"{arch_weight_decay!r} and {warmup_epochs!r}.")
+        if not 0 <= warmup_fraction < 1:
+            raise ValueError(f"Expected 0 <= warmup_fraction < 1, got {warmup_fraction!r}.")
         self.arch_weight_decay = float(arch_weight_decay)
         self.warmup_epochs = int(warmup_epochs)
+        self.warmup_fraction = float(warmup_fraction)
         if second_order and self.distribute_strategy.num_replicas_in_sync > 1:
             raise ValueError(
                 "second_order=True is not supported with more than one replica (its virtual "
                 "weight step assigns per-replica weights); use the first-order search under "
                 "a distribution strategy.")
         self.second_order = bool(second_order)
-        self._arch_enabled = int(self.epoch.numpy()) >= self.warmup_epochs
+        self._arch_enabled = (int(self.epoch.numpy()) >= self.warmup_epochs
+                              and not self.warmup_fraction)
 
     @property
     def metrics(self):
@@ -465,9 +498,13 @@ class SuperNet(tf.keras.Model):
                                    **self._arch_logs()})
 
     def _arch_logs(self) -> dict:
+        margins = decision.tf_edge_margins(tf.concat(self.arch.op_weights(), 0), self.space)
         logs = {"entropy": self.arch.mean_entropy(),
                 "alpha_entropy": self.arch.mean_entropy(tempered=False),
-                "temperature": tf.identity(self.arch.temperature)}
+                "temperature": tf.identity(self.arch.temperature),
+                "decided": tf.reduce_mean(tf.cast(margins >= decision.DECIDED_MARGIN,
+                                                  tf.float32)),
+                "margin": tf.reduce_mean(margins)}
         if self.mixing == "gumbel":
             logs["gumbel_temperature"] = tf.identity(self.arch.gumbel_temperature)
         return logs
@@ -508,6 +545,10 @@ class SuperNet(tf.keras.Model):
                 "SuperNet.fit expects dataset elements ((x_train, y_train), (x_val, y_val)), "
                 f"got {spec}. Build them with bnas_tf.data.search_pairs(x, y, batch_size=...).")
         callbacks = [_SearchState(self), *(callbacks or [])]
+        image = spec[0][0].shape[1:]
+        if not self.built and image.is_fully_defined():
+            with self.distribute_strategy.scope():
+                self(tf.zeros([1, *image]))
         self._create_optimizer_slots()
         return super().fit(x, None, *args, callbacks=callbacks, **kwargs)
 
