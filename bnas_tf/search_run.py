@@ -122,10 +122,13 @@ class SearchConfig:
     weight_sparsity: float = 0.0
 
     def __post_init__(self):
+        mixing_given = self.mixing is not None
         for key, value in recipes.get(self.recipe).search_settings().items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
         recipes.supernet_class(self.method)  # raises for unknown methods, naming the valid ones
+        if self.method == "hmnas" and not mixing_given:
+            self.mixing = "all"  # HM-NAS masks act on every op of every edge
         self.gumbel_temperature = tuple(float(t) for t in self.gumbel_temperature)
 
     @classmethod
