@@ -114,6 +114,9 @@ def check_output_dir(path: str | os.PathLike, *, marker: str, kind: str,
         raise FileExistsError(f"--output {path} is an existing file; give the path of a new or "
                               "empty directory (it is created).")
     if resume:
+        if not path.exists():
+            raise FileNotFoundError(f"--resume: {path} does not exist, so there is no {kind} to "
+                                    "continue. Run without --resume to start one.")
         if not (path / marker).is_file():
             raise FileNotFoundError(f"--resume: {path} holds no {kind} (no {marker}). Run "
                                     "without --resume to start one.")

@@ -358,7 +358,10 @@ def test_output_paths_are_checked_before_anything_is_written(tmp_path, capsys, m
             line = error_line(capsys, command[0])
             assert message.format(path) in line and "Errno" not in line
     assert run_main("search", "--output", tmp_path / "none", "--resume") == 2
-    assert f"--resume: {tmp_path / 'none'} holds no search (no config.json)" in error_line(capsys)
+    assert f"--resume: {tmp_path / 'none'} does not exist, so there is no search" in \
+        error_line(capsys)
+    assert run_main("search", "--output", full, "--resume") == 2
+    assert f"--resume: {full} holds no search (no config.json)" in error_line(capsys)
     monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # as for a non-root user
     assert run_main(*TRAIN_BASELINE, "--output", tmp_path / "new" / "TRAIN") == 2
     assert f"no permission to write in {tmp_path}." in error_line(capsys, "train")
