@@ -1,7 +1,11 @@
 """bnas_tf: architecture search for binary neural networks on Larq.
 
 Importing the package selects Keras 2 (tf-keras), which Larq needs, before
-TensorFlow resolves `tf.keras`.
+TensorFlow resolves `tf.keras`. When it is the first to import TensorFlow, it
+also keeps TensorFlow's C++ start-up lines (oneDNN and CPU-feature notices,
+CUDA probing on a machine without a GPU) off stderr and sets
+`TF_CPP_MIN_LOG_LEVEL=2`, unless `TF_CPP_MIN_LOG_LEVEL` is already set (set it
+to 0 to see everything; see `bnas_tf._startup`).
 
 Example:
     >>> import bnas_tf as bn
@@ -12,6 +16,10 @@ Example:
 from bnas_tf._keras2 import select_keras2
 
 select_keras2()
+
+from bnas_tf import _startup  # noqa: E402
+
+_startup.import_tensorflow()
 
 from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 

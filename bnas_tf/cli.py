@@ -14,38 +14,44 @@
 Settings that a recipe sets default to the recipe's value (`--recipe`), else
 to bnas_tf's defaults (`bnas_tf.recipes.DEFAULTS`); a flag given on the
 command line overrides either.
+
+Bad input ends the command with exit status 2 and one line on stderr, before
+anything is written: every setting is checked, the data loaded and split, the
+network built and the output directory checked first (see README, "Bad
+input"). `--resume` keeps the stored settings; a flag given with another value
+is an error naming it and both values. TensorFlow's C++ start-up lines are
+hidden unless `--verbose` (or TF_CPP_MIN_LOG_LEVEL is set; see
+`bnas_tf._startup`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
+import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+import bnas_tf  # noqa: F401  (selects Keras 2 and quiets TensorFlow's start-up before it loads)
+from bnas_tf import _startup, recipes
+from bnas_tf import data as data_lib
+from bnas_tf.budget import DEFAULT_DECISION
+from bnas_tf.errors import NonFiniteError
+from bnas_tf.search_space import SearchSpace
 
-from bnas_tf._keras2 import select_keras2  # noqa: E402
+__all__ = ["main", "build_parser", "search_config", "train_config", "given_flags"]
 
-select_keras2()
-
-from bnas_tf import data as data_lib  # noqa: E402
-from bnas_tf import recipes  # noqa: E402
-from bnas_tf.budget import DEFAULT_DECISION  # noqa: E402
-from bnas_tf.errors import (  # noqa: E402
-    DataError,
-    GenotypeError,
-    ModelFileError,
-    SearchSpaceError,
-)
-from bnas_tf.search_space import SearchSpace  # noqa: E402
-
-__all__ = ["main", "build_parser", "search_config", "train_config"]
-
-_USER_ERRORS = (DataError, GenotypeError, ModelFileError, SearchSpaceError, FileExistsError,
-                FileNotFoundError, ValueError)
+_USER_ERRORS = (ValueError, OSError, NonFiniteError)
+"""Reported in one line with exit status 2: bnas_tf's errors are ValueErrors (DataError,
+GenotypeError, ...), output paths raise OSErrors, a diverged run NonFiniteError."""
 
 _DEFAULTS = recipes.DEFAULTS
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (the usage is one `--help` away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -73,7 +79,9 @@ def _add_search(sub) -> None:
                        formatter_class=_HelpFormatter)
     p.add_argument("--output", required=True, help="run directory")
     p.add_argument("--resume", action="store_true",
-                   help="continue the search in --output after its last finished epoch")
+                   help="continue the search in --output after its last finished epoch, with "
+                        "its stored settings (a flag given with another value is an error; "
+                        "--epochs may grow, --data-dir may change)")
     _add_data_arguments(p)
     _add_recipe_argument(p)
     p.add_argument("--space", default=None, choices=SearchSpace.names(),
@@ -192,14 +200,30 @@ def temperature_pair(text: str) -> tuple[float, float]:
     return start, end
 
 
+def dataset_name(text: str) -> str:
+    """argparse type of `--dataset`: a name of `bnas_tf.data.DATASET_NAMES` or tfds:NAME."""
+    if text in data_lib.DATASET_NAMES or (text.startswith("tfds:") and len(text) > 5):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(data_lib.DATASET_NAMES)}, or tfds:NAME for a TensorFlow "
+        f"Datasets dataset; got {text!r}")
+
+
 def _add_data_arguments(p) -> None:
-    p.add_argument("--dataset", default="cifar10", choices=data_lib.DATASET_NAMES)
+    p.add_argument("--dataset", default="cifar10", type=dataset_name,
+                   help=f"{', '.join(data_lib.DATASET_NAMES)}, or tfds:NAME (a TensorFlow "
+                        "Datasets dataset prepared in --data-dir)")
     p.add_argument("--data-dir", default=None,
                    help="folder holding the dataset's standard layout (downloaded if missing)")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="fail instead of downloading a dataset that is not in --data-dir")
     p.add_argument("--limit", type=int, default=None,
                    help="keep N training images and N/5 test images (quick runs)")
+    p.add_argument("--validation-fraction", type=float,
+                   default=data_lib.DEFAULT_HOLDOUT_FRACTION,
+                   help="share of each class's training images held out (seeded by --seed) "
+                        "for val_* and every selection; the test split is only evaluated "
+                        "for the final accuracy")
 
 
 def _add_strategy_argument(p) -> None:
@@ -259,9 +283,11 @@ def _add_train(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bnas-tf", description="Architecture search for binary neural networks.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug messages, TensorFlow's start-up lines and the traceback "
+                             "of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_search(sub)
     _add_train(sub)
@@ -284,50 +310,120 @@ def train_config(args: argparse.Namespace):
                           if k not in ("command", "output", "verbose", "strategy")})
 
 
-def _search(args) -> int:
+def given_flags(argv: list[str]) -> set[str]:
+    """The destinations (setting names) of the options actually given in `argv`.
+
+    Parses `argv` a second time with every default suppressed, so a flag given
+    with its default value still counts as given (what `--resume` compares).
+    """
+    parser = build_parser()
+    for action in _all_actions(parser):
+        action.default = argparse.SUPPRESS
+        action.required = False
+    for group in _all_groups(parser):
+        group.required = False
+    try:
+        namespace, _ = parser.parse_known_args(argv)
+    except SystemExit:  # only reached for arguments the first parse accepted
+        return set()
+    return set(vars(namespace)) - {"command"}
+
+
+def _all_actions(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_actions(sub)
+
+
+def _all_groups(parser: argparse.ArgumentParser):
+    yield from parser._mutually_exclusive_groups
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_groups(sub)
+
+
+def _flag_names(command: str):
+    """`setting -> "--flag"` for the messages of a subcommand."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {action.dest: "/".join(s for s in action.option_strings if s.startswith("--"))
+             for action in sub.choices[command]._actions if action.option_strings}
+    return lambda setting: flags.get(setting) or setting
+
+
+def _search(args, argv) -> int:
     from bnas_tf.search_run import run_search
 
     result = run_search(search_config(args), args.output, resume=args.resume,
+                        given=given_flags(argv) if args.resume else None,
                         verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
     epochs = result.history.get("epochs", [])
     last = epochs[-1]["logs"] if epochs else {}
     print(f"search finished in {result.seconds:.0f} s; {len(epochs)} epochs recorded; "
-          f"val_accuracy {last.get('val_accuracy', float('nan')):.4f}")
+          f"val_accuracy {last.get('val_accuracy', float('nan')):.4f} (held-out split)")
     print(f"genotype: {result.output_dir / 'genotype.json'}")
     if result.derived_model_path is not None:
         print(f"derived model (searched weights): {result.derived_model_path}")
     return 0
 
 
-def _train(args) -> int:
+def _train(args, argv) -> int:
     from bnas_tf.train_run import run_training
 
     result = run_training(train_config(args), args.output,
                           verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
+    metrics = result.metrics
     for stage in ("stage1", "stage2"):
-        test = result.metrics[stage]["test"]
-        if test:
-            print(f"{stage}: test accuracy {test['accuracy']:.4f}")
-    print(f"{result.metrics['params']:,} parameters; reloaded model's max |logit difference| "
-          f"on a test batch: {result.metrics['reload_max_abs_diff']:.3g}")
+        test = metrics[stage]["test"]
+        epochs = metrics[stage]["epochs"]
+        if epochs and test:
+            print(f"{stage}: val accuracy {epochs[-1].get('val_accuracy', float('nan')):.4f}, "
+                  f"test accuracy {test['accuracy']:.4f}")
+    print(f"final network: val accuracy {metrics['val_accuracy']:.4f} (held-out "
+          f"{metrics['validation_images']} training images), test accuracy "
+          f"{metrics['test_accuracy']:.4f} ({metrics['test_images']} test images)")
+    print(f"{metrics['params']:,} parameters; reloaded model's max |logit difference| "
+          f"on a test batch: {metrics['reload_max_abs_diff']:.3g}")
     print(f"trained in {result.seconds:.0f} s; model: {result.output_dir / 'model'}")
     return 0
 
 
+def _message(error: BaseException, command: str) -> str:
+    from bnas_tf._runs import SettingError
+    from bnas_tf.search_run import ResumeConflictError
+
+    if isinstance(error, ResumeConflictError | SettingError):
+        return error.describe(_flag_names(command))
+    return str(error) or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `bnas-tf`; returns the exit code (2 for bad input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bnas_tf").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if logging.getLogger("tensorflow").handlers:  # TensorFlow prints its own: not twice
+        logging.getLogger("tensorflow").propagate = False
+    if args.verbose:
+        sys.stderr.writelines(_startup.hidden_lines())
     commands = {"search": _search, "train": _train}
     try:
-        return commands[args.command](args)
+        return commands[args.command](args, argv)
     except _USER_ERRORS as error:
-        print(f"bnas-tf {args.command}: error: {error}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        print(f"bnas-tf {args.command}: error: {_message(error, args.command)}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"bnas-tf {args.command}: interrupted; finished epochs are saved "
-              "(continue with --resume)", file=sys.stderr)
+        print(f"bnas-tf {args.command}: interrupted; "
+              + ("finished epochs are saved (continue with --resume)" if args.command == "search"
+                 else "nothing was saved"), file=sys.stderr)
         return 130
 
 

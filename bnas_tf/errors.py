@@ -2,12 +2,13 @@
 
 Every error names the problem and the fix. They subclass the built-in
 exception a Python user would catch (`ValueError`, `RuntimeError`,
-`FileNotFoundError`), so `except ValueError` keeps working.
+`FloatingPointError`), so `except ValueError` keeps working.
 """
 
 from __future__ import annotations
 
-__all__ = ["SearchSpaceError", "GenotypeError", "DataError", "ModelFileError", "ExportError"]
+__all__ = ["SearchSpaceError", "GenotypeError", "DataError", "ModelFileError", "ExportError",
+           "NonFiniteError"]
 
 
 class SearchSpaceError(ValueError):
@@ -28,3 +29,11 @@ class ModelFileError(ValueError):
 
 class ExportError(RuntimeError):
     """A model that cannot be converted, verified or written."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, α or weights that became NaN or infinite during training.
+
+    Raised at the first such training step (`bnas_tf.training.StopOnNonFinite`)
+    or before saving, so that nothing is derived or saved from the values.
+    """

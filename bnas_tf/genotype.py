@@ -287,6 +287,9 @@ def derive_genotype(normal_probs: Sequence, reduce_probs: Sequence, space: Searc
     Returns:
         A `Genotype` that keeps the probabilities.
 
+    Raises:
+        GenotypeError: probabilities of the wrong shape, or NaN or infinite.
+
     Example:
         >>> space = bn.SearchSpace.get("bats")
         >>> p = np.full([space.num_edges, space.num_ops], 1 / space.num_ops)
@@ -296,6 +299,9 @@ def derive_genotype(normal_probs: Sequence, reduce_probs: Sequence, space: Searc
     cells = {}
     for kind, probs in (("normal", normal_probs), ("reduce", reduce_probs)):
         probs = np.asarray(probs, dtype=np.float64)
+        if not np.all(np.isfinite(probs)):
+            raise GenotypeError(f"Expected finite {kind} op probabilities, got NaN or infinite "
+                                "values: the α they come from diverged (lower the learning rates).")
         if probs.shape != (space.num_edges, space.num_ops):
             raise GenotypeError(
                 f"Expected {kind} probabilities of shape {(space.num_edges, space.num_ops)}, "

@@ -2,8 +2,9 @@
 
 `run_search` is what `bnas-tf search` does. The output directory gets:
 
-* `config.json`    – the run's settings (checked again on `resume`),
-* `history.json`   – one entry per finished epoch: logs and op probabilities,
+* `config.json`    – the run's settings (they win on `resume`),
+* `history.json`   – one entry per finished epoch: logs and op probabilities
+  (`val_*` on the held-out validation split),
 * `genotype.json`  – the genotype derived after the last finished epoch,
 * `logs/`          – TensorBoard event files,
 * `checkpoints/`   – weights, α and both optimizers after every epoch,
@@ -11,6 +12,16 @@
   the pruned network holding the searched weights (continue training it with
   `bn.load_model`); rewritten atomically at the end of the run. To derive it
   again from the checkpoints, `--resume` the run with the same `--epochs`.
+
+Data: `validation_fraction` of each class's training images (default 10 %,
+seeded by `seed`, `bnas_tf.data.holdout`) is held out; the bilevel search
+pairs (`search_pairs`) come from the rest, and the held-out part gives the
+`val_*` metrics. The test split is not used.
+
+Before anything is written, the settings (at construction), the data, the
+supernet and the output directory are checked; a run that fails afterwards
+(e.g. a loss that became NaN, `bnas_tf.errors.NonFiniteError`) removes the
+directory it created. A resumed run keeps what it had.
 
 Under a distribution strategy (`strategy="mirrored"` or `"multi_worker"`,
 see `bnas_tf.distribute`) the supernet and both optimizers are built in the
@@ -35,6 +46,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import tensorflow as tf
@@ -44,13 +56,31 @@ from bnas_tf import callbacks as callbacks_lib
 from bnas_tf import data as data_lib
 from bnas_tf import distribute, recipes, regularizers
 from bnas_tf._io import atomic_write_text
+from bnas_tf._runs import (
+    MAX_SEED,
+    RunDirectory,
+    SettingError,
+    check_choice,
+    check_float,
+    check_int,
+    check_output_dir,
+)
+from bnas_tf.errors import NonFiniteError
 from bnas_tf.genotype import Genotype
 from bnas_tf.hmnas import HMNASSuperNet
 from bnas_tf.masks import DEFAULT_INITIAL, DEFAULT_THRESHOLD, DEFAULT_WEIGHT_INITIAL
 from bnas_tf.search_space import SearchSpace
-from bnas_tf.supernet import SuperNet
+from bnas_tf.supernet import MIXING_MODES, SuperNet
+from bnas_tf.training import StopOnNonFinite, check_finite
 
-__all__ = ["SearchConfig", "SearchResult", "run_search", "build_supernet"]
+__all__ = ["SearchConfig", "SearchResult", "ResumeConflictError", "run_search", "build_supernet",
+           "INPUT_QUANTIZERS"]
+
+INPUT_QUANTIZERS = ("ste_sign", "approx_sign", "swish_sign")
+"""Activation binarizers a search can use (`--input-quantizer`)."""
+
+_RESUME_MAY_CHANGE = ("data_dir", "download", "sync_batch_norm")
+"""Settings a resumed search may change: where the same data is, how replicas share work."""
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +97,16 @@ class SearchConfig:
     no recipe is named; a value given explicitly overrides the recipe's.
     `anneal_from` stays None (fixed T) unless the recipe anneals; 0 disables
     annealing explicitly. `config.json` records the resolved values and the
-    recipe's name.
+    recipe's name. `validation_fraction` is the share of each class's
+    training images held out for `val_*` (`bnas_tf.data.holdout`).
+
+    Every value is checked at construction (ranges, names, `partial_channels`
+    dividing `channels`, `warmup_epochs < epochs`, the space), so a bad
+    setting fails before a run writes anything.
+
+    Raises:
+        ValueError: a setting out of range or an unknown name (a
+            `SearchSpaceError` for the space), naming the setting.
 
     Example:
         >>> SearchConfig(recipe="bnas", epochs=10).binary_search_weights
@@ -120,6 +159,7 @@ class SearchConfig:
     weight_mask_initial: float = DEFAULT_WEIGHT_INITIAL
     sparsity: float = 0.0
     weight_sparsity: float = 0.0
+    validation_fraction: float = data_lib.DEFAULT_HOLDOUT_FRACTION
 
     def __post_init__(self):
         mixing_given = self.mixing is not None
@@ -129,7 +169,7 @@ class SearchConfig:
         recipes.supernet_class(self.method)  # raises for unknown methods, naming the valid ones
         if self.method == "hmnas" and not mixing_given:
             self.mixing = "all"  # HM-NAS masks act on every op of every edge
-        self.gumbel_temperature = tuple(float(t) for t in self.gumbel_temperature)
+        _check_search_settings(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> SearchConfig:
@@ -138,6 +178,77 @@ class SearchConfig:
         if unknown:
             raise ValueError(f"Unknown search settings {unknown}; known: {sorted(known)}.")
         return cls(**values)
+
+
+def _check_search_settings(c: SearchConfig) -> None:
+    """Check every setting of `c` (normalizing numbers); raise ValueError naming the bad one."""
+    if not isinstance(c.dataset, str):
+        raise SettingError(f"Expected {{0}} to be a name, got {c.dataset!r}.", "dataset")
+    for name in ("nodes", "layers", "channels", "epochs", "batch_size", "partial_channels"):
+        setattr(c, name, check_int(getattr(c, name), name))
+    c.warmup_epochs = check_int(c.warmup_epochs, "warmup_epochs", minimum=0)
+    c.seed = check_int(c.seed, "seed", minimum=0, maximum=MAX_SEED)
+    if c.limit is not None:
+        c.limit = check_int(c.limit, "limit")
+    if c.warmup_epochs >= c.epochs:
+        raise SettingError(f"{{0}} {c.warmup_epochs} leaves none of the {c.epochs} epochs ({{1}}) "
+                           "to train α, so the genotype would be derived from untrained α; use "
+                           "fewer warmup epochs or more epochs.", "warmup_epochs", "epochs")
+    check_choice(c.input_quantizer, "input_quantizer", INPUT_QUANTIZERS)
+    check_choice(c.mixing, "mixing", MIXING_MODES)
+    if c.mixing == "partial" and c.channels % c.partial_channels:
+        raise SettingError(f"{{0}} {c.partial_channels} must divide {{1}} {c.channels} (each "
+                           "mixed op of partial mixing runs on channels / K of them).",
+                           "partial_channels", "channels")
+    positive = ("learning_rate", "arch_learning_rate", "temperature", "tau")
+    non_negative = ("arch_weight_decay", "diversity", "temperature_regularizer",
+                    "mask_threshold", "mask_initial", "weight_mask_initial", "sparsity",
+                    "weight_sparsity")
+    for name in positive:
+        setattr(c, name, check_float(getattr(c, name), name, above=0))
+    for name in non_negative:
+        setattr(c, name, check_float(getattr(c, name), name, minimum=0))
+    for name in ("arch_beta_1", "arch_beta_2"):
+        setattr(c, name, check_float(getattr(c, name), name, minimum=0, below=1))
+    c.anneal_from = check_float(c.anneal_from, "anneal_from", minimum=0, none=True)
+    c.validation_fraction = check_float(c.validation_fraction, "validation_fraction", above=0,
+                                        below=1)
+    c.warmup_fraction = check_float(c.warmup_fraction, "warmup_fraction", minimum=0, below=1)
+    c.decision = check_float(c.decision, "decision", minimum=0)
+    if c.data_seed is not None:
+        c.data_seed = check_int(c.data_seed, "data_seed", minimum=0, maximum=MAX_SEED)
+    try:
+        start, end = c.gumbel_temperature
+    except (TypeError, ValueError):
+        raise SettingError(f"Expected {{0}} as (start, end), got {c.gumbel_temperature!r}.",
+                           "gumbel_temperature") from None
+    c.gumbel_temperature = tuple(check_float(t, "gumbel_temperature", above=0)
+                                 for t in (start, end))
+    SearchSpace.get(c.space, nodes=c.nodes, input_quantizer=c.input_quantizer,
+                    binary_search_weights=c.binary_search_weights)
+
+
+class ResumeConflictError(ValueError):
+    """`resume` with settings that differ from the stored run's.
+
+    Attributes:
+        path: the stored `config.json`.
+        conflicts: `(setting, stored value, given value)` triples.
+    """
+
+    def __init__(self, path: Path, conflicts: list[tuple[str, object, object]]):
+        self.path, self.conflicts = path, conflicts
+        super().__init__(self.describe())
+
+    def describe(self, name=lambda setting: setting) -> str:
+        """The message, each setting shown as `name(setting)` (the CLI shows flags)."""
+        listed = "; ".join(
+            f"{name(key)}: stored {stored!r}, given {given!r}"
+            + (" (a resumed search may add epochs, not drop them)" if key == "epochs" else "")
+            for key, stored, given in self.conflicts)
+        return (f"--resume: {self.path} holds a search with other settings: {listed}. A resumed "
+                "search keeps its stored settings: drop these, or start a new search with "
+                "another --output.")
 
 
 @dataclasses.dataclass
@@ -158,7 +269,7 @@ def search_schedule(config: SearchConfig, steps_per_epoch: int) -> dict:
 
     Example:
         >>> search_schedule(SearchConfig(epochs=2), steps_per_epoch=40)["arch_learning_rate"]
-        0.02
+        0.04
     """
     budget = budget_lib.SearchBudget(config.epochs, max(1, steps_per_epoch),
                                      config.warmup_fraction,
@@ -234,82 +345,126 @@ class _EpochCheckpoint(tf.keras.callbacks.Callback):
         self.manager, self.genotype_path = manager, genotype_path
 
     def on_epoch_end(self, epoch, logs=None):
+        check_finite(self.model.arch_variables, f"After epoch {epoch + 1}, α")
         self.manager.save(checkpoint_number=epoch + 1)
         self.model.genotype(warn=False).save(self.genotype_path)
 
 
-def _effective_config(output_dir: Path, config: SearchConfig, resume: bool,
-                      chief: bool = True) -> SearchConfig:
-    """The settings to run with: the saved ones when resuming (with the new `epochs`).
+def given_settings(config: SearchConfig) -> set[str]:
+    """The settings of `config` that differ from its recipe's defaults (plus `epochs`).
 
-    Only the chief refuses an existing search: it writes `config.json` itself.
+    What `run_search(..., resume=True)` compares with the stored run when the
+    caller does not say which settings were given explicitly.
     """
-    config_path = output_dir / "config.json"
-    if resume:
-        if not config_path.exists():
-            raise FileNotFoundError(
-                f"--resume: {output_dir} holds no search (no config.json). Run without "
-                "--resume to start one.")
-        saved = SearchConfig.from_dict(json.loads(config_path.read_text()))
-        saved.epochs = config.epochs  # resuming may extend the run
-        return saved
-    if chief and config_path.exists():
-        raise FileExistsError(
-            f"{output_dir} already holds a search. Pass --resume to continue it, or choose "
-            "another --output.")
-    return config
+    defaults = SearchConfig(recipe=config.recipe)
+    given = {f.name for f in dataclasses.fields(config)
+             if getattr(config, f.name) != getattr(defaults, f.name)}
+    return given | {"epochs"}
+
+
+def _resumed_config(output_dir: Path, config: SearchConfig,
+                    given: Iterable[str] | None) -> SearchConfig:
+    """The stored settings, with the given `epochs` (and data location); conflicts raise."""
+    path = output_dir / "config.json"
+    try:
+        saved = SearchConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"--resume: cannot read the stored settings {path}: {error}") from None
+    given = given_settings(config) if given is None else set(given)
+    conflicts = [(key, getattr(saved, key), getattr(config, key)) for key in sorted(given)
+                 if key not in ("epochs", *_RESUME_MAY_CHANGE) and hasattr(saved, key)
+                 and getattr(saved, key) != getattr(config, key)]
+    if "epochs" in given and config.epochs < saved.epochs:
+        conflicts.append(("epochs", saved.epochs, config.epochs))
+    if conflicts:
+        raise ResumeConflictError(path, conflicts)
+    for key in ("epochs", *_RESUME_MAY_CHANGE):
+        if key in given:
+            setattr(saved, key, getattr(config, key))
+    return saved
 
 
 def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: bool = False,
-               extra_callbacks: list | None = None, verbose: int = 2,
-               strategy: str | tf.distribute.Strategy | None = "default") -> SearchResult:
+               given: Iterable[str] | None = None, extra_callbacks: list | None = None,
+               verbose: int = 2, strategy: str | tf.distribute.Strategy | None = "default"
+               ) -> SearchResult:
     """Search, checkpointing every epoch; with `resume`, continue after the last one.
 
-    On `resume` the saved settings are used (only `epochs` may change), and
-    training restarts at the epoch after the newest checkpoint with its α,
-    weights and optimizer states (also under a strategy: the checkpoint does
-    not depend on the number of replicas).
+    Everything is checked before the first write: the settings, the data
+    (loaded, split, batched), the supernet (built) and `output_dir` (a new or
+    empty directory; with `resume`, a search). If the run fails after that, the
+    directory it created is removed again; an interrupted run
+    (`KeyboardInterrupt`) and a resumed one keep their finished epochs.
+
+    On `resume` the stored settings win: a setting in `given` whose value
+    differs from the stored one raises `ResumeConflictError` naming both
+    values, except `epochs` (may grow, not shrink: the new total),
+    `data_dir`/`download` (the same data, found elsewhere) and
+    `sync_batch_norm` (taken as given). Training restarts
+    at the epoch after the newest checkpoint with its α, weights and optimizer
+    states (also under a strategy: the checkpoint does not depend on the
+    number of replicas).
 
     Args:
+        given: the settings the caller set explicitly (the CLI passes the
+            flags on its command line); default: those of `config` that
+            differ from its recipe's defaults, and `epochs`.
         strategy: "default", "mirrored", "multi_worker" or a
             `tf.distribute.Strategy` (see `bnas_tf.distribute.get_strategy`).
 
     Raises:
-        FileExistsError: the directory holds a search and `resume` is False.
+        FileExistsError: `output_dir` is a file or a non-empty directory, or holds
+            a search and `resume` is False.
         FileNotFoundError: `resume` on a directory without a search.
-        bnas_tf.errors.DataError: the dataset cannot be loaded.
+        NotADirectoryError, PermissionError: `output_dir` cannot be created.
+        ResumeConflictError: `resume` with settings other than the stored ones.
+        bnas_tf.errors.DataError: the dataset cannot be loaded or split.
+        bnas_tf.errors.NonFiniteError: the loss or α became NaN or infinite.
     """
     start = time.time()
     strategy = distribute.get_strategy(strategy, sync_batch_norm=config.sync_batch_norm)  # first
     chief = distribute.is_chief(strategy)
     output_dir = Path(output_dir)
-    config = _effective_config(output_dir, config, resume, chief)
+    if chief:  # only the chief writes output_dir
+        check_output_dir(output_dir, marker="config.json", kind="search", resume=resume)
+    elif resume and not (output_dir / "config.json").is_file():
+        raise FileNotFoundError(f"--resume: {output_dir} holds no search (no config.json).")
+    if resume:
+        config = _resumed_config(output_dir, config, given)
     data = data_lib.load(config.dataset, config.data_dir, limit=config.limit,
                          download=config.download,
                          seed=config.seed if config.data_seed is None else config.data_seed)
-    write_dir = distribute.worker_dir(output_dir, strategy)
-    try:
-        return _search(config, data, strategy, output_dir, write_dir, resume=resume,
-                       extra_callbacks=extra_callbacks, verbose=verbose, start=start)
-    finally:
-        distribute.cleanup_worker_dir(write_dir, output_dir)
-
-
-def _search(config, data, strategy, output_dir, write_dir, *, resume, extra_callbacks, verbose,
-            start) -> SearchResult:
-    write_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(write_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
-    tf.keras.utils.set_random_seed(config.seed)
-    pairs = data_lib.search_pairs(data, batch_size=config.batch_size, augment=config.augment,
+    train, held_out = data_lib.holdout(data, config.validation_fraction, seed=config.seed)
+    pairs = data_lib.search_pairs(train, batch_size=config.batch_size, augment=config.augment,
                                   seed=config.seed)
+    validation = data_lib.make_dataset(held_out, batch_size=max(config.batch_size, 128))
     schedule = search_schedule(config, int(pairs.cardinality()))
     log.info("Search schedule: %d steps per epoch, %d warm-up steps, architecture learning "
              "rate %.3g, diversity tau %.3g epochs", schedule["steps_per_epoch"],
              schedule["warmup_steps"], schedule["arch_learning_rate"], schedule["tau"])
+    tf.keras.utils.set_random_seed(config.seed)
     net = build_supernet(config, data.num_classes, strategy, schedule)
     with strategy.scope():
         net(tf.zeros((1, *data.input_shape)))  # create variables before restoring into them
-    validation = data_lib.make_dataset(data, batch_size=max(config.batch_size, 128))
+    write_dir = distribute.worker_dir(output_dir, strategy)
+    try:
+        with RunDirectory(write_dir, keep=resume, keep_on_interrupt=True):
+            return _search(config, net, data, pairs, validation, strategy, output_dir,
+                           write_dir, schedule, resume=resume, extra_callbacks=extra_callbacks,
+                           verbose=verbose, start=start)
+    except NonFiniteError as error:
+        kept = ("the run keeps its finished epochs" if resume
+                else f"what it wrote to {output_dir} was removed")
+        raise NonFiniteError(
+            f"{error} This search used learning_rate={config.learning_rate:g}, "
+            f"arch_learning_rate={schedule['arch_learning_rate']:g}; {kept}.") from None
+    finally:
+        distribute.cleanup_worker_dir(write_dir, output_dir)
+
+
+def _search(config, net, data, pairs, validation, strategy, output_dir, write_dir, schedule, *,
+            resume, extra_callbacks, verbose, start) -> SearchResult:
+    atomic_write_text(write_dir / "config.json", json.dumps(dataclasses.asdict(config), indent=2))
     checkpoint = tf.train.Checkpoint(net=net, optimizer=net.optimizer,
                                      arch_optimizer=net.arch_optimizer)
     manager = tf.train.CheckpointManager(checkpoint, write_dir / "checkpoints", max_to_keep=2)
@@ -317,9 +472,16 @@ def _search(config, data, strategy, output_dir, write_dir, *, resume, extra_call
     latest = tf.train.latest_checkpoint(str(output_dir / "checkpoints")) if resume else None
     if latest:
         with strategy.scope():
-            checkpoint.restore(latest)
+            # partial: optimizer slots are restored when fit creates them (or never, when
+            # no epoch is left to train); no warning about them
+            checkpoint.restore(latest).expect_partial()
         initial_epoch = int(net.epoch.numpy()) + 1
-        log.info("Resuming %s at epoch %d", output_dir, initial_epoch + 1)
+        if initial_epoch < config.epochs:
+            log.info("Resuming %s at epoch %d of %d", output_dir, initial_epoch + 1,
+                     config.epochs)
+        else:
+            log.info("%s has finished its %d epochs; deriving its results again (a larger "
+                     "epochs continues it)", output_dir, config.epochs)
     callbacks = []
     if config.anneal_from:
         callbacks.append(callbacks_lib.TemperatureScheduler.anneal(
@@ -329,6 +491,7 @@ def _search(config, data, strategy, output_dir, write_dir, *, resume, extra_call
     history = callbacks_lib.SearchHistory(write_dir / "history.json", resume=resume,
                                           schedule=schedule)
     callbacks += [
+        StopOnNonFinite(("loss", "arch_loss")),  # before anything saves the epoch
         history,
         _EpochCheckpoint(manager, write_dir / "genotype.json"),
         tf.keras.callbacks.TensorBoard(str(write_dir / "logs"), write_graph=False,
@@ -341,6 +504,7 @@ def _search(config, data, strategy, output_dir, write_dir, *, resume, extra_call
     if initial_epoch < config.epochs:
         net.fit(pairs, epochs=config.epochs, initial_epoch=initial_epoch,
                 validation_data=validation, callbacks=callbacks, verbose=verbose)
+    check_finite(net.arch_variables, "The searched α")
     genotype = net.genotype()
     genotype.save(write_dir / "genotype.json")
     derived_path = None

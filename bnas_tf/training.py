@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 import larq as lq
+import numpy as np
 import tensorflow as tf
 
 from bnas_tf.distribute import scale_for_replicas
+from bnas_tf.errors import NonFiniteError
 
 __all__ = ["TwoStageResult", "train_two_stage", "with_weight_decay", "binarize_weights",
-           "binary_conv_layers", "Distiller", "LearningRateLogger"]
+           "binary_conv_layers", "Distiller", "LearningRateLogger", "StopOnNonFinite",
+           "check_finite"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +131,64 @@ class LearningRateLogger(tf.keras.callbacks.Callback):
         logs["learning_rate"] = float(tf.keras.backend.get_value(lr))
 
 
+LIKELY_CAUSES = ("Likely causes: a learning rate too high for this network, or NaN or infinite "
+                 "values in the input images.")
+
+
+class StopOnNonFinite(tf.keras.callbacks.Callback):
+    """Stop `fit` at the first training step whose loss is NaN or infinite.
+
+    Checks the running loss in the logs after every training batch, as
+    `tf.keras.callbacks.TerminateOnNaN` does, but raises `NonFiniteError`
+    instead of ending the epoch normally: the callbacks that save at the end
+    of an epoch (checkpoints, genotypes, models) never see the values.
+
+    Args:
+        keys: the log entries to check (a SuperNet also logs `arch_loss`).
+        context: named before the epoch in the message, e.g. "stage 1".
+
+    Raises:
+        NonFiniteError: naming the epoch, the step and the likely causes.
+
+    Example:
+        >>> model.fit(train, epochs=10, callbacks=[StopOnNonFinite()])
+    """
+
+    def __init__(self, keys: Iterable[str] = ("loss",), *, context: str | None = None):
+        super().__init__()
+        self.keys = tuple(keys)
+        self.context = context
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        bad = {key: float(logs[key]) for key in self.keys
+               if logs and logs.get(key) is not None and not math.isfinite(float(logs[key]))}
+        if bad:
+            steps = (self.params or {}).get("steps")
+            where = (f"{self.context + ', ' if self.context else ''}epoch {self._epoch + 1}, "
+                     f"step {batch + 1}" + (f" of {steps}" if steps else ""))
+            values = ", ".join(f"{key} {value}" for key, value in bad.items())
+            raise NonFiniteError(f"Training diverged at {where}: {values}. Stopped before "
+                                 f"anything was saved from it. {LIKELY_CAUSES}")
+
+
+def check_finite(variables: Iterable[tf.Variable], what: str) -> None:
+    """Raise `NonFiniteError` if any of `variables` holds a NaN or infinite value.
+
+    Args:
+        variables: the variables to check (e.g. `model.weights`, α).
+        what: how the error names them ("the trained weights").
+    """
+    bad = [v.name for v in variables if not np.all(np.isfinite(np.asarray(v.numpy(), float)))]
+    if bad:
+        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise NonFiniteError(f"{what} hold NaN or infinite values ({listed}); not saved. "
+                             f"{LIKELY_CAUSES}")
+
+
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
 class Distiller(tf.keras.Model):
     """Train `student` against a real-valued `teacher`'s outputs (ReActNet, AdamBNN).
@@ -214,7 +276,7 @@ def _stage_callbacks(callbacks, stage: int) -> list:
     return list(callbacks(stage) if callable(callbacks) else callbacks)
 
 
-def _fit_stage(model, train_ds, val_ds, *, epochs, learning_rate, steps, steps_per_epoch,
+def _fit_stage(model, train_ds, val_ds, *, stage, epochs, learning_rate, steps, steps_per_epoch,
                teacher, callbacks, verbose, loss) -> dict:
     schedule = tf.keras.optimizers.schedules.PolynomialDecay(
         learning_rate, decay_steps=max(1, epochs * steps), end_learning_rate=0.0, power=1.0)
@@ -223,7 +285,9 @@ def _fit_stage(model, train_ds, val_ds, *, epochs, learning_rate, steps, steps_p
     trainer.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     history = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs,
                           steps_per_epoch=steps_per_epoch,
-                          callbacks=[LearningRateLogger(), *callbacks], verbose=verbose)
+                          callbacks=[StopOnNonFinite(context=f"stage {stage}"),
+                                     LearningRateLogger(), *callbacks],
+                          verbose=verbose)
     if teacher is not None:
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return history.history
@@ -246,14 +310,14 @@ def train_two_stage(model: tf.keras.Model, train_ds: tf.data.Dataset,
         model: a network with binary activations (e.g. `build_network(...)`),
             used as the template and initial weights; it is not modified.
         train_ds: batches `(images, labels)`.
-        val_ds: validation batches, or None.
+        val_ds: validation batches (`val_*` per epoch), or None.
         epochs: `(stage1_epochs, stage2_epochs)`; 0 skips a stage.
         learning_rate: initial Adam learning rate (default 1e-3 · batch/256).
         weight_decay: stage-1 decay on conv kernels (AdamBNN: 5e-6).
         kernel_quantizer: stage-2 weight binarizer (`magnitude_aware_sign`
             adds per-channel scaling).
         teacher: optional real-valued Keras model for knowledge distillation.
-        test_ds: evaluated after each stage.
+        test_ds: evaluated after each stage (`TwoStageResult.test`).
         steps_per_epoch: needed only when `train_ds` has no known length.
         callbacks: a list for both stages, or `stage (1 or 2) -> list`.
         verbose: `fit` verbosity.
@@ -262,8 +326,16 @@ def train_two_stage(model: tf.keras.Model, train_ds: tf.data.Dataset,
     stages' copies are then made in the same scope (`model.distribute_strategy`)
     and the datasets' batch size is the global batch.
 
+    Select on held-out data: pass a validation split of the training data as
+    `val_ds` (`bnas_tf.data.holdout`), and the test split only as `test_ds`,
+    for the final accuracy.
+
     Returns:
         A `TwoStageResult`.
+
+    Raises:
+        NonFiniteError: a training loss became NaN or infinite (`StopOnNonFinite`
+            stops at that step).
     """
     strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
     with strategy.scope():
@@ -298,7 +370,7 @@ def _train_two_stage(model, train_ds, val_ds, *, epochs, learning_rate, weight_d
         current = stage1 if stage == 1 else stage2
         if n_epochs:
             history[f"stage{stage}"] = _fit_stage(
-                current, train_ds, val_ds, epochs=n_epochs,
+                current, train_ds, val_ds, stage=stage, epochs=n_epochs,
                 callbacks=_stage_callbacks(callbacks, stage), **common)
         else:
             current.compile(optimizer=tf.keras.optimizers.legacy.Adam(learning_rate),

@@ -8,6 +8,13 @@ two stages and reports its validation accuracy as `derived_val_accuracy`.
 `TrainHyperModel` tunes the two-stage training of one genotype (learning
 rate, stage-1 weight decay, width, depth) and reports `val_accuracy`.
 
+Select on held-out data, never on the test split: split a validation set off
+the training data with `bnas_tf.data.holdout`, give the tuner the rest for
+training and the held-out part as `validation_data` (every objective is
+computed on it), and evaluate the test split once, for the final accuracy of
+the network trained with the best hyperparameters. Tuning on the test split
+makes the reported figure optimistic.
+
 Both work with `RandomSearch`, `BayesianOptimization` and `Hyperband`, with
 `Tuner(distribution_strategy=bn.distribute.get_strategy("mirrored"))`, and
 with keras-tuner's distributed mode (one chief oracle, several workers,
@@ -19,12 +26,16 @@ models (keras-team/keras-tuner#1039). This is the only module importing it.
 
 Example:
     >>> import keras_tuner as kt
+    >>> data = bn.data.load("cifar10", "data")
+    >>> train, val = bn.data.holdout(data, seed=0)   # 10 % of each class held out
     >>> hypermodel = SearchHyperModel(recipe="bnas", num_classes=10, derived_epochs=(2, 2))
     >>> tuner = kt.RandomSearch(hypermodel, objective=SearchHyperModel.objective(),
     ...                         max_trials=10, directory="TUNE", project_name="search")
-    >>> tuner.search(bn.data.search_pairs(data, batch_size=64), epochs=10,
-    ...              validation_data=bn.data.make_dataset(data, batch_size=128))
+    >>> tuner.search(bn.data.search_pairs(train, batch_size=64), epochs=10,
+    ...              validation_data=bn.data.make_dataset(val, batch_size=128))
     >>> tuner.get_best_hyperparameters()[0].values
+    >>> # then search and train with those values; report the test split's accuracy once:
+    >>> # bn.data.make_dataset(data, batch_size=128) is the test split
 
 Fix a hyperparameter by passing `hyperparameters=` with `hp.Fixed(name, value)`
 to the tuner (keras-tuner then never tunes it).
@@ -113,14 +124,17 @@ class SearchHyperModel(_HyperModel):
     derived network's training settings (`bnas_tf.recipes`).
 
     `fit(hp, model, pairs, validation_data=..., epochs=..., callbacks=...)`
-    takes what `tuner.search` gets: `pairs` from `bnas_tf.data.search_pairs`,
-    `validation_data` batches `(images, labels)`. It runs `SuperNet.fit` with
+    takes what `tuner.search` gets: `pairs` from `bnas_tf.data.search_pairs`
+    of the training part of `bnas_tf.data.holdout(data)`, `validation_data`
+    batches `(images, labels)` of its held-out part (not the test split: the
+    objective is computed on them). It runs `SuperNet.fit` with
     the tuner's callbacks (so `Hyperband` resumes supernets from earlier
     rounds), derives the genotype, builds the derived network
     (`derived_layers` × `derived_channels`, default: the supernet's) and
     trains it with `train_two_stage` on the training halves of `pairs` for
     `derived_epochs`. It returns `{"derived_val_accuracy", "derived_val_loss",
-    "search_val_accuracy"}`; use `objective=SearchHyperModel.objective()`.
+    "search_val_accuracy"}`, all on `validation_data`; use
+    `objective=SearchHyperModel.objective()`.
     The tuner's saved "best model" is a supernet: read the winning genotype
     from a new search with `get_best_hyperparameters()`.
 
@@ -196,7 +210,8 @@ class SearchHyperModel(_HyperModel):
         if validation_data is None:
             raise ValueError("SearchHyperModel needs validation_data: batches (images, labels) "
                              "on which the derived network is scored; pass "
-                             "tuner.search(pairs, validation_data=...).")
+                             "tuner.search(pairs, validation_data=...) with the held-out part "
+                             "of bnas_tf.data.holdout(data).")
         history = model.fit(pairs, epochs=epochs or self.search_epochs,
                             validation_data=validation_data, callbacks=callbacks,
                             verbose=verbose, **kwargs)
@@ -229,8 +244,18 @@ class TrainHyperModel(_HyperModel):
     (stage 1, conv kernels): 1e-7–1e-4 log, 5e-6; `channels`, `layers`: the
     given choices. `fit(hp, model, train, validation_data=...)` runs
     `train_two_stage` and returns `{"val_accuracy", "val_loss"}` of the
-    binary (stage-2) network; the tuner's callbacks see stage 2 only. An
-    `epochs` from the tuner (Hyperband) is used for each stage.
+    binary (stage-2) network on `validation_data`; the tuner's callbacks see
+    stage 2 only. An `epochs` from the tuner (Hyperband) is used for each
+    stage. Pass the two parts of `bnas_tf.data.holdout(data)`: `train` from
+    its training part, `validation_data` from its held-out part (not the test
+    split).
+
+    Example:
+        >>> train, val = bn.data.holdout(data, seed=0)
+        >>> tuner = kt.Hyperband(TrainHyperModel("RUN/genotype.json"),
+        ...                      objective="val_accuracy", max_epochs=10)
+        >>> tuner.search(bn.data.make_dataset(train, batch_size=64, training=True),
+        ...              validation_data=bn.data.make_dataset(val, batch_size=128))
 
     Args:
         genotype: a `Genotype` or the path of a genotype JSON file.
@@ -277,7 +302,8 @@ class TrainHyperModel(_HyperModel):
             epochs: int | None = None, callbacks=None, verbose: int = 0, **kwargs) -> dict:
         if validation_data is None:
             raise ValueError("TrainHyperModel needs validation_data: batches (images, labels); "
-                             "pass tuner.search(train, validation_data=...).")
+                             "pass tuner.search(train, validation_data=...) with the held-out "
+                             "part of bnas_tf.data.holdout(data).")
         kwargs.pop("initial_epoch", None)  # Hyperband's; each stage starts at epoch 0
         if kwargs:
             raise TypeError(f"TrainHyperModel.fit got unexpected arguments {sorted(kwargs)}.")

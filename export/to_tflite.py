@@ -13,7 +13,8 @@ the threshold. Exit codes: 0 written; 1 refused or conversion failed; 2 bad inpu
 path, dataset, output path).
 
 This script only parses arguments; the model is read by `bnas_tf.load_model` and the work
-is in `bnas_tf.export`.
+is in `bnas_tf.export`. TensorFlow's C++ start-up lines are hidden (as by `bnas-tf`) unless
+`--verbose` or TF_CPP_MIN_LOG_LEVEL is set.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quiet TensorFlow's C++ logs
 if __name__ == "__main__":  # `python export/to_tflite.py` from a checkout: find bnas_tf
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import bnas_tf  # noqa: E402,F401  (selects Keras 2 before TensorFlow loads)
+import bnas_tf  # noqa: E402,F401  (selects Keras 2 and quiets TensorFlow's start-up lines)
 
 # isort: split
-from bnas_tf import export  # noqa: E402
+from bnas_tf import _startup, export  # noqa: E402
 from bnas_tf.errors import ExportError, ModelFileError  # noqa: E402
 from bnas_tf.saving import load_model  # noqa: E402
 
@@ -52,12 +52,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--benchmark", action="store_true", help="time LCE vs float TFLite")
     p.add_argument("--strict", action="store_true", help="refuse if a binary layer stays float")
     p.add_argument("--report", help="write the JSON report here")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print TensorFlow's start-up lines")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None, *, load_data=None) -> int:
     """Run the export; `load_data(name, data_dir, n) -> (x, y)` replaces bnas_tf.data."""
     args = parse_args(argv)
+    if args.verbose:
+        sys.stderr.writelines(_startup.hidden_lines())
     try:
         for path in (args.output, args.report):
             if path is not None:

@@ -28,10 +28,22 @@ TIMEOUT = 420
 
 
 def tiny_data():
-    data = bn.data.synthetic(32, 16, image_shape=IMAGE, num_classes=4, seed=0)
-    pairs = bn.data.search_pairs(data, batch_size=8, seed=0)
-    val = bn.data.make_dataset(data, batch_size=16)
-    return data, pairs, val
+    """32 training images, 8 held out for validation (the tuners' objectives), 16 test."""
+    data = bn.data.synthetic(40, 16, image_shape=IMAGE, num_classes=4, seed=0)
+    train, held_out = bn.data.holdout(data, 0.2, seed=0)
+    return train, held_out
+
+
+def tiny_pairs():
+    train, held_out = tiny_data()
+    return (bn.data.search_pairs(train, batch_size=8, seed=0),
+            bn.data.make_dataset(held_out, batch_size=16))
+
+
+def tiny_train_val():
+    train, held_out = tiny_data()
+    return (bn.data.make_dataset(train, batch_size=16, training=True, seed=0),
+            bn.data.make_dataset(held_out, batch_size=16))
 
 
 def tiny_genotype():
@@ -90,7 +102,7 @@ def test_hypermodels_read_the_recipe():
 
 
 def test_search_hypermodel_with_random_search_scores_the_derived_network(tmp_path):
-    _, pairs, val = tiny_data()
+    pairs, val = tiny_pairs()
     hypermodel = tuning.SearchHyperModel(bn.SearchSpace(OPS, nodes=2), num_classes=4,
                                          channels=4, layers=3, search_epochs=1,
                                          derived_epochs=(1, 0))
@@ -106,9 +118,7 @@ def test_search_hypermodel_with_random_search_scores_the_derived_network(tmp_pat
 
 
 def test_train_hypermodel_with_hyperband(tmp_path):
-    data = bn.data.synthetic(32, 16, image_shape=IMAGE, num_classes=4, seed=0)
-    train = bn.data.make_dataset(data, batch_size=16, training=True, seed=0)
-    val = bn.data.make_dataset(data, batch_size=16)
+    train, val = tiny_train_val()
     hypermodel = tuning.TrainHyperModel(tiny_genotype(), num_classes=4, input_shape=IMAGE,
                                         channels=4, layers=2)
     tuner = kt.Hyperband(hypermodel, objective="val_accuracy", max_epochs=2, factor=2,
@@ -125,9 +135,7 @@ def test_train_hypermodel_with_hyperband(tmp_path):
 
 def test_train_hypermodel_with_bayesian_optimization(tmp_path):
     pytest.importorskip("scipy", reason="BayesianOptimization needs keras-tuner[bayesian]")
-    data = bn.data.synthetic(32, 16, image_shape=IMAGE, num_classes=4, seed=0)
-    train = bn.data.make_dataset(data, batch_size=16, training=True, seed=0)
-    val = bn.data.make_dataset(data, batch_size=16)
+    train, val = tiny_train_val()
     hypermodel = tuning.TrainHyperModel(tiny_genotype(), num_classes=4, input_shape=IMAGE,
                                         channels=4, layers=2, epochs=(1, 0))
     tuner = kt.BayesianOptimization(hypermodel, objective="val_accuracy", max_trials=2,
@@ -137,6 +145,36 @@ def test_train_hypermodel_with_bayesian_optimization(tmp_path):
     trials = list(tuner.oracle.trials.values())
     assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
     assert all(0.0 <= t.score <= 1.0 for t in trials)
+
+
+@pytest.mark.parametrize("kind", ["search", "train"])
+def test_hypermodels_select_on_the_validation_data_only(kind, monkeypatch):
+    """Both objectives come from `validation_data` (the held-out split): the derived or tuned
+    network trains on the training part and is scored, per epoch and at the end, on it."""
+    seen = {}
+
+    def fake_two_stage(model, train_ds, val_ds, *, test_ds, **kwargs):
+        seen.update(train=train_ds, val=val_ds, test=test_ds)
+        score = {"accuracy": 0.5, "loss": 1.0}
+        return bn.TwoStageResult(model, model, {}, {"stage1": score, "stage2": score})
+
+    monkeypatch.setattr(tuning, "train_two_stage", fake_two_stage)
+    hp = kt.HyperParameters()
+    if kind == "search":
+        pairs, val = tiny_pairs()
+        hypermodel = tuning.SearchHyperModel(bn.SearchSpace(OPS, nodes=2), num_classes=4,
+                                             channels=4, layers=2, search_epochs=1)
+        logs = hypermodel.fit(hp, hypermodel.build(hp), pairs, validation_data=val)
+        assert logs[tuning.DERIVED_OBJECTIVE] == 0.5
+        assert seen["train"].element_spec == pairs.element_spec[0]  # training halves only
+    else:
+        train, val = tiny_train_val()
+        hypermodel = tuning.TrainHyperModel(tiny_genotype(), num_classes=4, input_shape=IMAGE,
+                                            channels=4, layers=2)
+        assert hypermodel.fit(hp, hypermodel.build(hp), train, validation_data=val) == {
+            "val_accuracy": 0.5, "val_loss": 1.0}
+        assert seen["train"] is train
+    assert seen["val"] is val and seen["test"] is val
 
 
 def test_train_hypermodel_rejects_missing_validation_data():

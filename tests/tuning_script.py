@@ -39,10 +39,11 @@ def tiny_genotype() -> bn.Genotype:
 
 
 def tiny_data():
-    data = bn.data.synthetic(32, 16, image_shape=IMAGE, num_classes=4, seed=0)
-    train = bn.data.make_dataset(data, batch_size=16, training=True, seed=0)
-    val = bn.data.make_dataset(data, batch_size=16)
-    return train, val
+    """Training batches and the held-out validation batches the objective is computed on."""
+    data = bn.data.synthetic(40, 16, image_shape=IMAGE, num_classes=4, seed=0)
+    train, held_out = bn.data.holdout(data, 0.2, seed=0)
+    return (bn.data.make_dataset(train, batch_size=16, training=True, seed=0),
+            bn.data.make_dataset(held_out, batch_size=16))
 
 
 def make_tuner(directory: str) -> kt.RandomSearch:
