@@ -28,11 +28,13 @@ statistics instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import tensorflow as tf
@@ -180,14 +182,33 @@ def scale_for_replicas(loss: tf.Tensor) -> tf.Tensor:
     return loss * (1.0 / n)
 
 
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def local_batch_norm():
+    """Batch norms built in this block keep per-replica statistics (`sync_batch_norm()` False).
+
+    For layers that run inside control flow, where a synchronized batch norm's
+    all-reduce cannot run (single-path mixing, `bnas_tf.mixing`).
+    """
+    previous = getattr(_LOCAL, "local", False)
+    _LOCAL.local = True
+    try:
+        yield
+    finally:
+        _LOCAL.local = previous
+
+
 def sync_batch_norm() -> bool:
     """True while a strategy with more than one replica is active (`strategy.scope()`).
 
     Batch norm layers built then use `synchronized=True`: statistics over the
     global batch, so the result does not depend on how it is split. A strategy
-    from `get_strategy(..., sync_batch_norm=False)` turns this off.
+    from `get_strategy(..., sync_batch_norm=False)` and `local_batch_norm()`
+    turn this off.
     """
-    if not tf.distribute.has_strategy():
+    if not tf.distribute.has_strategy() or getattr(_LOCAL, "local", False):
         return False
     strategy = tf.distribute.get_strategy()
     return (strategy.num_replicas_in_sync > 1

@@ -8,10 +8,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
-from bnas_tf import ops
+from bnas_tf import distribute, ops
 from bnas_tf.mixing import (
     channel_shuffle,
     normalize_and_mix,
@@ -206,10 +208,13 @@ class MixedOp(tf.keras.layers.Layer):
         filters: channels in and out.
         strides: 1 or 2.
         partial_channels: K; the ops run on `filters / K` channels (1: all).
+        single_path: the op is called with `op_index` (GDAS): its ops' batch
+            norms keep per-replica statistics under a distribution strategy,
+            since a synchronized batch norm cannot run inside `tf.switch_case`.
     """
 
     def __init__(self, space: SearchSpace | dict, filters: int, strides: int = 1,
-                 partial_channels: int = 1, **kwargs):
+                 partial_channels: int = 1, single_path: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.space = SearchSpace.get(space)
         self.filters, self.strides = filters, strides
@@ -217,10 +222,11 @@ class MixedOp(tf.keras.layers.Layer):
                 or partial_channels < 1 or filters % partial_channels):
             raise ValueError(f"Expected partial_channels to be a positive divisor of the "
                              f"{filters} channels of the edge, got {partial_channels!r}.")
-        self.partial_channels = partial_channels
+        self.partial_channels, self.single_path = partial_channels, bool(single_path)
         self.op_filters = filters // partial_channels
-        self._ops = [self.space.build_op(n, self.op_filters, strides, masked_groups=True)
-                     for n in self.space.op_names]
+        with distribute.local_batch_norm() if single_path else contextlib.nullcontext():
+            self._ops = [self.space.build_op(n, self.op_filters, strides, masked_groups=True)
+                         for n in self.space.op_names]
         self._bypass_pool = (tf.keras.layers.MaxPool2D(2, strides=2, padding="same")
                              if partial_channels > 1 and strides > 1 else None)
         self._active = [i for i, n in enumerate(self.space.op_names) if n != "none"]
@@ -296,7 +302,7 @@ class MixedOp(tf.keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "space": self.space.get_config(),
                 "filters": self.filters, "strides": self.strides,
-                "partial_channels": self.partial_channels}
+                "partial_channels": self.partial_channels, "single_path": self.single_path}
 
 
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")
@@ -343,21 +349,22 @@ class SearchCell(tf.keras.layers.Layer):
         in_channels: channels of s1 (for the skip).
         cell_skip: add the inter-cell skip.
         partial_channels: K of partial-channel mixed ops (1: every channel).
+        single_path: the mixed ops run one op per call (see `MixedOp`).
     """
 
     def __init__(self, space: SearchSpace | dict, filters: int, reduction: bool = False,
                  reduction_prev: bool = False, in_channels: int = 0, cell_skip: bool = True,
-                 partial_channels: int = 1, **kwargs):
+                 partial_channels: int = 1, single_path: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.space = SearchSpace.get(space)
         self.filters, self.reduction, self.reduction_prev = filters, reduction, reduction_prev
         self.in_channels, self.cell_skip = in_channels, cell_skip
-        self.partial_channels = partial_channels
+        self.partial_channels, self.single_path = partial_channels, bool(single_path)
         self.pre0 = self.space.build_cell_input(filters, reduction_prev)
         self.pre1 = self.space.build_cell_input(filters, False)
         self.edges = [
             MixedOp(self.space, filters, 2 if reduction and source < 2 else 1,
-                    partial_channels=partial_channels)
+                    partial_channels=partial_channels, single_path=single_path)
             for source, _ in self.space.edges()
         ]
         self.skip = (CellSkip(self.space.nodes * filters, in_channels, reduction,
@@ -391,7 +398,8 @@ class SearchCell(tf.keras.layers.Layer):
         return {**super().get_config(), "space": self.space.get_config(),
                 "filters": self.filters, "reduction": self.reduction,
                 "reduction_prev": self.reduction_prev, "in_channels": self.in_channels,
-                "cell_skip": self.cell_skip, "partial_channels": self.partial_channels}
+                "cell_skip": self.cell_skip, "partial_channels": self.partial_channels,
+                "single_path": self.single_path}
 
 
 @tf.keras.utils.register_keras_serializable(package="bnas_tf")

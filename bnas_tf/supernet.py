@@ -243,7 +243,7 @@ class SuperNet(tf.keras.Model):
         return SearchCell(self.space, filters, reduction, reduction_prev,
                           in_channels=in_channels, cell_skip=self.cell_skip,
                           partial_channels=self.partial_channels if self.mixing == "partial"
-                          else 1, name=name)
+                          else 1, single_path=self.mixing == "gumbel", name=name)
 
     @property
     def _edge_normalized(self) -> bool:

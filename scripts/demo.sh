@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # The main job on a small default: search -> two-stage training -> TFLite export.
 # Run through `make demo` (which sets up .venv first). Settings via environment:
-#   DATA_DIR (default data/)  OUT (default runs/demo)  LIMIT (training images, default 1000)
+#   DATA_DIR (default data/)  OUT (default runs/demo)  LIMIT (training images, default 2000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 DATA_DIR=${DATA_DIR:-data}
 OUT=${OUT:-runs/demo}
-LIMIT=${LIMIT:-1000}
+LIMIT=${LIMIT:-2000}
 
 # The offline CIFAR-10 copy beside the repository, if any; else bnas-tf downloads it.
 bash scripts/cifar10.sh "$VENV/bin/python" "$DATA_DIR"
 rm -rf "$OUT"
 
-# Default space (lce) and training width (32): every binary conv converts to LceBconv2d.
+# Defaults: the lce space (every binary conv converts to LceBconv2d), single-path search
+# with the budget-aware schedule (bnas_tf.budget), training width 32.
 "$VENV/bin/bnas-tf" search --dataset cifar10 --data-dir "$DATA_DIR" --limit "$LIMIT" \
-  --layers 5 --channels 16 --epochs 1 --output "$OUT/search"
+  --layers 5 --channels 16 --epochs 3 --output "$OUT/search"
 "$VENV/bin/bnas-tf" train --genotype "$OUT/search/genotype.json" --dataset cifar10 \
-  --data-dir "$DATA_DIR" --limit "$LIMIT" --layers 5 --epochs 1,1 \
+  --data-dir "$DATA_DIR" --limit "$LIMIT" --layers 5 --epochs 2,2 \
   --output "$OUT/train"
 "$VENV/bin/python" export/to_tflite.py "$OUT/train/model" --output "$OUT/model.tflite" \
   --verify 1000 --dataset cifar10 --data-dir "$DATA_DIR" --benchmark \

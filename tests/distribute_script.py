@@ -5,7 +5,8 @@ Run as `python tests/distribute_script.py MODE ARGS...`; prints one line
 
 Modes:
     equivalence: one device vs MirroredStrategy over two logical CPUs, same
-        global batch, same initial values; prints the largest differences.
+        global batch, same initial values; prints the largest differences
+        ($BNAS_MIXING: the supernet's mixing, default "all").
     search OUTPUT: a tiny `run_search` under the strategy named by
         $BNAS_STRATEGY (TF_CONFIG from the environment for multi_worker);
         prints the genotype and whether this process is the chief; with
@@ -53,7 +54,7 @@ def tiny_search_config(**overrides) -> SearchConfig:
 def _train(strategy, initial, dataset, steps):
     with strategy.scope():
         net = bn.SuperNet(bn.SearchSpace(OPS, nodes=2), num_classes=4, layers=2, channels=4,
-                          seed=0)
+                          seed=0, mixing=os.environ.get("BNAS_MIXING", "all"))
         # plain SGD: a wrongly scaled loss or regularizer changes the step size
         net.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.1),
                     arch_optimizer=tf.keras.optimizers.legacy.SGD(0.5),
