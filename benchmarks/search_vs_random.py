@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", required=True, help="folder for genotypes and results.json")
     p.add_argument("--train-images", type=int, default=5000,
                    help="CIFAR-10 training images (the searches split them in two halves)")
-    p.add_argument("--test-images", type=int, default=10000, help="test images (all: 10000)")
+    p.add_argument("--test-images", type=int, default=5000, help="test images (all: 10000)")
     p.add_argument("--space", default="lce")
     p.add_argument("--mixing", default="gumbel", choices=bn.supernet.MIXING_MODES,
                    help="search mode (the fastest on 2 cores by default)")

@@ -61,13 +61,16 @@ def quantizer_key(quantizer) -> str:
 
 def plain_norm(op: tf.keras.layers.Layer) -> bool:
     """The op is `bn(op.pre_norm(x))` with a fused, local batch norm without scale/offset."""
-    bn = getattr(op, "bn", None)
     own_call = type(op).call in (ops.BinaryConvBN.call, ops.PoolBN.call)
-    return (own_call and type(bn) is tf.keras.layers.BatchNormalization
-            and not bn.center and not bn.scale and not getattr(bn, "synchronized", False)
-            and bn.axis in (-1, [-1], [3], 3) and isinstance(bn.momentum, (float, int))
-            and bn.fused is not False and not bn.renorm and bn.virtual_batch_size is None
-            and bn.adjustment is None)
+    return own_call and _plain_bn(getattr(op, "bn", None))
+
+
+def _plain_bn(bn) -> bool:
+    """A fused, local Keras batch norm over the last axis without scale and offset."""
+    return (type(bn) is tf.keras.layers.BatchNormalization and not bn.center and not bn.scale
+            and not getattr(bn, "synchronized", False) and bn.axis in (-1, [-1], [3], 3)
+            and isinstance(bn.momentum, (float, int)) and bn.fused is not False
+            and not bn.renorm and bn.virtual_batch_size is None and bn.adjustment is None)
 
 
 def normalize_and_mix(pre: list[tf.Tensor], norms: list, weights: tf.Tensor, *,
@@ -129,13 +132,6 @@ def _kernel_values(convs: list, kernels: list):
             object.__setattr__(conv, "kernel", variable)
 
 
-def _plain_bn(bn) -> bool:
-    return (type(bn) is tf.keras.layers.BatchNormalization and not bn.center and not bn.scale
-            and not getattr(bn, "synchronized", False) and bn.axis in (-1, [-1], [3], 3)
-            and isinstance(bn.momentum, (float, int)) and bn.fused is not False
-            and not bn.renorm and bn.virtual_batch_size is None and bn.adjustment is None)
-
-
 def _kind(op: tf.keras.layers.Layer, lean: bool) -> str | None:
     """How the shared single-path functions compute `op`, or None if they cannot."""
     if type(op) is ops.Zero:
@@ -154,8 +150,12 @@ def _kind(op: tf.keras.layers.Layer, lean: bool) -> str | None:
 
 
 def _kernel_convs(op, kind: str) -> list:
-    return {"conv": lambda: [op.conv], "reduce": lambda: [op.conv_a, op.conv_b]}.get(
-        kind, lambda: [])()
+    """The convs whose kernels the shared functions take as values."""
+    if kind == "conv":
+        return [op.conv]
+    if kind == "reduce":
+        return [op.conv_a, op.conv_b]
+    return []
 
 
 class _SharedEdge:
@@ -191,12 +191,11 @@ class _SharedEdge:
             return w[i] * op(x), None
         if kind == "identity":
             return w[i] * x, None
-        if kind == "conv":
-            with _kernel_values(_kernel_convs(op, kind), kernels[i]):
-                pre = op.pre_norm(x, quantized=quantized[self.keys.index(self.quantizer_keys[i])],
-                                  padded={})
-        else:
-            with _kernel_values(_kernel_convs(op, kind), kernels[i]):
+        with _kernel_values(_kernel_convs(op, kind), kernels[i]):
+            if kind == "conv":  # on the input binarized once, outside the switch
+                key = self.keys.index(self.quantizer_keys[i])
+                pre = op.pre_norm(x, quantized=quantized[key], padded={})
+            else:
                 pre = op.pre_norm(x)
         channels = pre.shape[-1]
         y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
