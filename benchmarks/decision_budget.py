@@ -12,7 +12,7 @@ Settings (combine with `--settings`, crossed with `--mixing`):
     paper      the papers' values whatever the budget: arch lr 3e-4, diversity
                τ 7.7 epochs, no warm-up (`--no-budget-schedule --warmup-fraction 0`)
     default    bnas_tf's budget-aware schedule (bnas_tf.budget)
-    d3, d12    the schedule with decision 3 or 12 (default 6)
+    d3, d6, d24  the schedule with decision 3, 6 or 24 (default 12)
     warm0, warm50  warm-up fraction 0 or 0.5 (default 0.25)
     nodiv      the schedule without the diversity term
     anneal     the schedule with T annealed from 1.0 to 0.2
@@ -43,7 +43,8 @@ SETTINGS = {
     "paper": {"budget_schedule": False, "warmup_fraction": 0.0},
     "default": {},
     "d3": {"decision": 3.0},
-    "d12": {"decision": 12.0},
+    "d6": {"decision": 6.0},
+    "d24": {"decision": 24.0},
     "warm0": {"warmup_fraction": 0.0},
     "warm50": {"warmup_fraction": 0.5},
     "nodiv": {"diversity": 0.0},
