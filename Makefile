@@ -26,7 +26,7 @@ lint: setup
 test: setup lint
 	bash scripts/cifar10.sh $(PY) $(DATA_DIR)
 	BNAS_NOTEBOOK_SIZE=tiny BNAS_DATA_DIR="$(abspath $(DATA_DIR))" \
-	  $(PY) -m pytest -q -p no:cacheprovider --nbmake --nbmake-timeout=1200 $(TESTS)
+	  $(PY) -m pytest -q -p no:cacheprovider --durations=25 --nbmake --nbmake-timeout=1200 $(TESTS)
 
 demo: setup
 	bash scripts/demo.sh
