@@ -14,7 +14,9 @@
   values, shared by all edges of a kind, so a supernet traces a few of them
   instead of one per edge (tracing took minutes and gigabytes otherwise).
   The recomputation costs one more forward pass of a single op and keeps
-  no activation of the op alive.
+  no activation of the op alive. Within `architecture_gradients_only()` (the
+  α step of a first-order search) the recomputation skips the kernels'
+  gradients: no filter-gradient convolutions.
 * `channel_shuffle`: interleaves the computed and the bypassed channels of a
   partial-channel edge (PC-DARTS).
 
@@ -25,6 +27,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 import weakref
 
 import larq as lq
@@ -32,7 +36,32 @@ import tensorflow as tf
 
 from bnas_tf import ops
 
-__all__ = ["channel_shuffle", "normalize_and_mix", "plain_norm", "quantizer_key", "single_path"]
+__all__ = ["architecture_gradients_only", "channel_shuffle", "normalize_and_mix", "plain_norm",
+           "quantizer_key", "single_path"]
+
+_GRADIENTS = threading.local()  # per thread: MirroredStrategy runs replicas in threads
+
+
+@contextlib.contextmanager
+def architecture_gradients_only():
+    """Differentiate single-path edges for their inputs and op weights only, not their kernels.
+
+    The gradients a `tf.GradientTape.gradient` call inside this context
+    builds through `single_path` edges give `None` for the ops' kernels and
+    skip computing them (a filter-gradient convolution per edge). Use it
+    around the architecture step's gradient, which targets α (and β) only;
+    the other gradients are unchanged.
+
+    Example:
+        >>> with architecture_gradients_only():
+        ...     grads = tape.gradient(val_loss, supernet.arch_variables)
+    """
+    previous = getattr(_GRADIENTS, "arch_only", False)
+    _GRADIENTS.arch_only = True
+    try:
+        yield
+    finally:
+        _GRADIENTS.arch_only = previous
 
 
 def channel_shuffle(inputs: tf.Tensor, groups: int) -> tf.Tensor:
@@ -164,7 +193,7 @@ class _SharedEdge:
     `forward(index, x, quantized, w, stats, kernels)` runs op `index` and returns its
     output and every op's new moving statistics; `backward(..., dy)` recomputes
     it and returns the gradients of `x`, the binarized inputs, the op weights
-    and the kernels. Variables enter as values, so all edges whose ops are
+    and the kernels (`backward_inputs`: all but the kernels'). Variables enter as values, so all edges whose ops are
     configured alike (in a supernet: those of the same stage and stride) call
     the same traced functions, and the `tf.switch_case` over the ops is traced
     once per kind of edge instead of once per edge.
@@ -178,7 +207,10 @@ class _SharedEdge:
         # switch and all its branches into the graph once per edge again)
         shared = {"autograph": False, "experimental_attributes": {"_noinline": True}}
         self.forward = tf.function(self._forward, **shared)
-        self.backward = tf.function(self._backward, **shared)
+        self.backward = tf.function(functools.partial(self._backward, kernels_too=True),
+                                    **shared)
+        self.backward_inputs = tf.function(
+            functools.partial(self._backward, kernels_too=False), **shared)
 
     @property
     def alive(self) -> bool:
@@ -213,8 +245,8 @@ class _SharedEdge:
 
         return tf.switch_case(index, [branch(i) for i in range(len(self.kinds))])
 
-    def _backward(self, index, x, quantized, w, stats, kernels, dy):
-        sources = [x, list(quantized), w, kernels]
+    def _backward(self, index, x, quantized, w, stats, kernels, dy, *, kernels_too: bool):
+        sources = [x, list(quantized), w] + ([kernels] if kernels_too else [])
 
         def branch(i: int):
             def run():
@@ -301,13 +333,19 @@ def single_path(op_layers: list, inputs: tf.Tensor, op_weights: tf.Tensor,
         ks = tf.nest.pack_sequence_as(kernels, list(flat[len(quantized):]))
         stats = [None if bn is None else (tf.identity(bn.moving_mean),
                                           tf.identity(bn.moving_variance)) for bn in norms]
-        y, new_stats = edge.forward(index, x, qs, w, stats, ks)
+        # values only: run eagerly under a tape, the call would otherwise build the
+        # switch's own (quadratic, and failing) gradient; `grad` below is the gradient
+        y, new_stats = edge.forward(index, *tf.nest.map_structure(
+            lambda t: None if t is None else tf.stop_gradient(t), (x, qs, w, stats, ks)))
         for bn, new in zip(norms, new_stats, strict=True):
             if bn is not None:
                 bn.moving_mean.assign(new[0])
                 bn.moving_variance.assign(new[1])
 
         def grad(dy):
+            if getattr(_GRADIENTS, "arch_only", False):
+                dx, dqs, dw = edge.backward_inputs(index, x, qs, w, stats, ks, dy)
+                return [dx, dw, *dqs, *[None] * len(flat_kernels)]
             dx, dqs, dw, dks = edge.backward(index, x, qs, w, stats, ks, dy)
             return [dx, dw, *dqs, *tf.nest.flatten(dks)]
 

@@ -29,6 +29,7 @@ from bnas_tf.distribute import num_replicas, scale_for_replicas
 from bnas_tf.errors import DataError
 from bnas_tf.genotype import Genotype, derive_genotype
 from bnas_tf.layers import ArchitectureParameters, SearchCell
+from bnas_tf.mixing import architecture_gradients_only
 from bnas_tf.search_space import DEFAULT_SPACE, SearchSpace, warn_if_not_deployable
 
 __all__ = ["SuperNet", "reduction_indices", "MIXING_MODES"]
@@ -407,7 +408,8 @@ class SuperNet(tf.keras.Model):
             val_loss, _ = self._task_loss(x_v, y_v)  # mean over the global batch
             objective = val_loss + scale_for_replicas(self.arch_regularization())
         if not self.second_order:
-            return val_loss, tape.gradient(objective, self.arch_variables)
+            with architecture_gradients_only():  # single-path edges skip kernel gradients
+                return val_loss, tape.gradient(objective, self.arch_variables)
         return val_loss, self._unrolled_gradients(x_t, y_t, x_v, y_v)
 
     def _unrolled_gradients(self, x_t, y_t, x_v, y_v):

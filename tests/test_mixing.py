@@ -1,5 +1,6 @@
 """Search modes that fit a CPU: partial channels (PC-DARTS) and single path (GDAS)."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -245,6 +246,20 @@ def test_gumbel_temperature_anneals_linearly_over_the_fit():
     assert history.history["gumbel_temperature"][0] == pytest.approx(10 - 9.9 * 2 / 5, rel=1e-5)
 
 
+
+def test_gumbel_search_runs_eagerly():
+    """`compile(run_eagerly=True)`, for debugging: the single-path search steps run and learn
+    (the gradients themselves are compared with the op alone in the tests below)."""
+    x, y = tiny_batch()
+    net = tiny_net("gumbel")
+    net.compile(run_eagerly=True, arch_optimizer=tf.keras.optimizers.legacy.Adam(1e-2))
+    initial = net.arch.alpha_normal.numpy().copy()
+    history = net.fit(tf.data.Dataset.from_tensors(((x, y), (x, y))).repeat(2), epochs=1,
+                      verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert np.abs(net.arch.alpha_normal.numpy() - initial).max() > 1e-3
+
+
 @pytest.mark.parametrize("mixing", ["partial", "gumbel"])
 def test_config_round_trip(mixing):
     net = tiny_net(mixing, partial_channels=2, gumbel_temperature=(5.0, 0.5))
@@ -289,6 +304,76 @@ def test_search_run_records_and_resumes_the_mixing_mode(mixing, cifar10_dir, tmp
     else:
         assert any(e.weight != 1.0 for node in resumed.genotype.normal.nodes for e in node)
 
+
+
+def _live_op_types(function) -> set[str]:
+    """Op types a traced function can run: the nodes of each called function (non-inlined
+    functions and switch branches alike) that its return values depend on. TensorFlow prunes
+    the other nodes of a function body when it instantiates the function."""
+    graph_def = function.get_concrete_function().graph.as_graph_def()
+    library = {f.signature.name: f for f in graph_def.library.function}
+
+    def called(node) -> list[str]:
+        return [name for attr in node.attr.values()
+                for name in ([attr.func.name] if attr.HasField("func")
+                             else [f.name for f in attr.list.func])]
+
+    types, seen = {node.op for node in graph_def.node}, set()
+    pending = [name for node in graph_def.node for name in called(node)]
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in library:
+            continue
+        seen.add(name)
+        nodes = {node.name: node for node in library[name].node_def}
+        frontier = [value.split(":")[0] for value in library[name].ret.values()]
+        live = set()
+        while frontier:
+            node = nodes.get(frontier.pop().lstrip("^"))
+            if node is None or node.name in live:
+                continue
+            live.add(node.name)
+            types.add(node.op)
+            pending += called(node)
+            frontier += [inp.split(":")[0] for inp in node.input]
+    return types
+
+
+@pytest.mark.parametrize("space_name", ["lce", "bnas"])
+def test_architecture_gradients_skip_kernels_and_leave_input_and_alpha_gradients_alone(
+        space_name):
+    space, mixed, x, weights = _single_path_case(space_name, 2, 1)
+    dy = tf.random.normal(mixed(x, weights, training=False).shape, seed=5)
+    for index, name in enumerate(space.op_names):
+        kernels = [v for v in mixed._ops[index].trainable_variables if "kernel" in v.name]
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y = mixed(x, weights, training=True, op_index=tf.constant(index))
+        full = tape.gradient(y, [x, weights, *kernels], output_gradients=dy)
+        with bn.mixing.architecture_gradients_only():
+            arch = tape.gradient(y, [x, weights, *kernels], output_gradients=dy)
+        for got, want in zip(arch[:2], full[:2], strict=True):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=name)
+        assert all(g is None for g in arch[2:]), name
+        assert all(g is not None and np.any(g.numpy()) for g in full[2:]), name
+
+    def gradients(arch_only: bool):
+        @tf.function
+        def run():
+            with tf.GradientTape() as tape:
+                y = mixed(x, weights, training=True, op_index=tf.constant(0))
+            context = (bn.mixing.architecture_gradients_only() if arch_only
+                       else contextlib.nullcontext())
+            with context:
+                return tape.gradient(y, weights, output_gradients=dy)
+        return run
+
+    # the architecture gradient runs no filter-gradient convolution at all
+    assert "Conv2DBackpropFilter" in _live_op_types(gradients(False))
+    with_arch_only = _live_op_types(gradients(True))
+    assert "Conv2DBackpropFilter" not in with_arch_only
+    assert "Conv2DBackpropInput" in with_arch_only
 
 def _single_path_case(space_name, strides, index):
     space = bn.SearchSpace.get(space_name)
