@@ -188,15 +188,16 @@ def _kernel_convs(op, kind: str) -> list:
 
 
 class _SharedEdge:
-    """One edge's single path as two `tf.function`s shared by every edge of its kind.
+    """One edge's single path as `tf.function`s shared by every edge of its kind.
 
     `forward(index, x, quantized, w, stats, kernels)` runs op `index` and returns its
     output and every op's new moving statistics; `backward(..., dy)` recomputes
     it and returns the gradients of `x`, the binarized inputs, the op weights
-    and the kernels (`backward_inputs`: all but the kernels'). Variables enter as values, so all edges whose ops are
-    configured alike (in a supernet: those of the same stage and stride) call
-    the same traced functions, and the `tf.switch_case` over the ops is traced
-    once per kind of edge instead of once per edge.
+    and the kernels (`backward_inputs`: all but the kernels'). Variables enter
+    as values, so all edges whose ops are configured alike (in a supernet: those
+    of the same stage and stride) call the same traced functions, and the
+    `tf.switch_case` over the ops is traced once per kind of edge instead of
+    once per edge.
     """
 
     def __init__(self, op_layers: list, kinds: list[str], keys: list[str],
