@@ -44,6 +44,15 @@ def _matplotlib():
 
 
 def new_figure(figsize: tuple[float, float], dpi: float) -> Figure:
+    """A constrained-layout matplotlib `Figure` of `figsize` inches at `dpi`, checked.
+
+    Raises:
+        ValueError: `figsize` is not two positive numbers, or `dpi` is not positive.
+        ImportError: matplotlib is not installed (`pip install bnas_tf[plot]`).
+
+    Example:
+        >>> fig = new_figure((6, 4), dpi=100)   # a 600 × 400 pixel image when saved
+    """
     _check_size(figsize, dpi)
     matplotlib = _matplotlib()
     return matplotlib.figure.Figure(figsize=tuple(float(s) for s in figsize), dpi=dpi,
@@ -100,7 +109,9 @@ def _check_kind(kind: str) -> str:
         raise ValueError(f"Expected cell 'normal' or 'reduce', got {kind!r}.")
     return kind
 
+
 def _node_label(state: int) -> str:
+    """The DARTS name of a cell state: the two cell inputs, then the nodes from 0."""
     if state == 0:
         return "c_{k-2}"
     if state == 1:
