@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -279,7 +280,16 @@ def test_benchmark_reports_every_kernel(grouped32):
     )
     assert run["lce_ms"] > 0 and run["float_ms"] > 0 and run["float_xnnpack"] is True
     assert result["size_ratio"] > 1
-    assert "1 thread(s)" in export.format_benchmark(result)
+    text = export.format_benchmark(result)
+    assert "1 thread(s)" in text
+    # x86 latencies carry the caveat beside them; ARM ones do not
+    assert result["machine"] == platform.machine()
+    x86 = {**result, "machine": "x86_64"}
+    lines = export.format_benchmark(x86).splitlines()
+    assert lines[1] == export.timing.X86_CAVEAT
+    assert all(line.endswith("see the caveat]") for line in lines if "thread(s)" in line)
+    arm = export.format_benchmark({**result, "machine": "aarch64"})
+    assert "x86" not in arm and "1 thread(s)" in arm
 
 
 # --------------------------------------------------------------------------- errors and files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -13,6 +14,13 @@ import tensorflow as tf
 from bnas_tf.errors import ExportError
 from bnas_tf.export._runtime import lce_interpreter, tflite_interpreter
 from bnas_tf.export.flatbuffer import has_grouped_bconv
+
+X86_CAVEAT = (
+    "x86 caveat: LCE's optimized binary kernels are for ARM (aarch64 and 32-bit ARM); on x86 "
+    "it runs portable kernels against x86-optimized float kernels, so these latencies say "
+    "little about phones and boards."
+)
+"""Printed beside every latency measured on an x86 machine (`format_benchmark`)."""
 
 LCE_KERNELS = {
     "bgemm": {},
@@ -129,7 +137,8 @@ def benchmark(
         xnnpack: whether to try the LCE interpreter with XNNPACK off and/or on.
 
     Returns:
-        A JSON-ready dict: `size_bytes`, `float_size_bytes`, `size_ratio`, and `runs`, one
+        A JSON-ready dict: `machine` (`platform.machine()`, e.g. "x86_64" or "aarch64"),
+        `size_bytes`, `float_size_bytes`, `size_ratio`, and `runs`, one
         entry per thread count with `lce` (every option's timing or error), `lce_best`,
         `lce_ms`, `float_ms`, `float_xnnpack`, `float_builtin_ms`, `speedup`
         (`float_ms / lce_ms`, medians) and `speedup_min` (from the fastest runs).
@@ -142,6 +151,7 @@ def benchmark(
     grouped = has_grouped_bconv(tflite_bytes)
     kernels, xnnpack = tuple(kernels), tuple(xnnpack)
     result: dict[str, Any] = {
+        "machine": platform.machine(),
         "size_bytes": len(tflite_bytes),
         "float_size_bytes": len(float_tflite_bytes),
         "size_ratio": len(float_tflite_bytes) / len(tflite_bytes),
@@ -181,13 +191,28 @@ def benchmark(
     return result
 
 
+def is_x86(machine: str) -> bool:
+    """Whether `platform.machine()`'s answer names an x86 processor (32 or 64 bit)."""
+    return machine.lower() in ("x86_64", "amd64", "x86", "i386", "i486", "i586", "i686")
+
+
 def format_benchmark(result: dict[str, Any]) -> str:
-    """Human-readable table of a `benchmark` result."""
+    """Human-readable table of a `benchmark` result.
+
+    Measured on x86 (`result["machine"]`), every latency line is marked and
+    `X86_CAVEAT` follows the size line: the figures say little about ARM.
+
+    Example:
+        >>> print(format_benchmark(benchmark(lce_bytes, float_bytes, x, threads=(1,))))
+    """
+    x86 = is_x86(result.get("machine", platform.machine()))
     lines = [
         f"Size: LCE {result['size_bytes']:,} B, float {result['float_size_bytes']:,} B "
         f"({result['size_ratio']:.1f}x smaller); median of {result['repeats']} runs, batch 1; "
         "LCE vs float timed in alternation"
     ]
+    if x86:
+        lines.append(X86_CAVEAT)
     for run in result["runs"]:
         opts = ", ".join(
             f"{k} {v['median_ms']:.3f}" if "median_ms" in v else f"{k} n/a ({v['error']})"
@@ -201,6 +226,7 @@ def format_benchmark(result: dict[str, Any]) -> str:
         lines.append(
             f"{run['threads']} thread(s): {best} vs float {run['float_ms']:.3f} ms ({xnn}; "
             f"builtin kernels {run['float_builtin_ms']:.3f} ms){speed}"
+            + (" [x86: portable LCE kernels, see the caveat]" if x86 else "")
         )
         lines.append(f"    LCE options (ms): {opts}")
     return "\n".join(lines)
