@@ -40,7 +40,8 @@ from pathlib import Path
 import tensorflow as tf
 
 __all__ = ["STRATEGY_NAMES", "get_strategy", "is_chief", "task_info", "worker_dir",
-           "cleanup_worker_dir", "scale_for_replicas", "sync_batch_norm", "num_replicas"]
+           "cleanup_worker_dir", "scale_for_replicas", "sync_batch_norm", "num_replicas",
+           "local_batch_norm", "thread_flag"]
 
 log = logging.getLogger(__name__)
 
@@ -186,18 +187,29 @@ _LOCAL = threading.local()
 
 
 @contextlib.contextmanager
+def thread_flag(store: threading.local, name: str):
+    """Set `store.<name>` to True for this thread within the block, then restore it.
+
+    Example:
+        >>> flags = threading.local()
+        >>> with thread_flag(flags, "on"):
+        ...     assert flags.on
+    """
+    previous = getattr(store, name, False)
+    setattr(store, name, True)
+    try:
+        yield
+    finally:
+        setattr(store, name, previous)
+
+
 def local_batch_norm():
     """Batch norms built in this block keep per-replica statistics (`sync_batch_norm()` False).
 
     For layers that run inside control flow, where a synchronized batch norm's
     all-reduce cannot run (single-path mixing, `bnas_tf.mixing`).
     """
-    previous = getattr(_LOCAL, "local", False)
-    _LOCAL.local = True
-    try:
-        yield
-    finally:
-        _LOCAL.local = previous
+    return thread_flag(_LOCAL, "local")
 
 
 def sync_batch_norm() -> bool:

@@ -35,6 +35,7 @@ import larq as lq
 import tensorflow as tf
 
 from bnas_tf import ops
+from bnas_tf.distribute import thread_flag
 
 __all__ = ["architecture_gradients_only", "channel_shuffle", "normalize_and_mix", "plain_norm",
            "quantizer_key", "single_path"]
@@ -42,7 +43,6 @@ __all__ = ["architecture_gradients_only", "channel_shuffle", "normalize_and_mix"
 _GRADIENTS = threading.local()  # per thread: MirroredStrategy runs replicas in threads
 
 
-@contextlib.contextmanager
 def architecture_gradients_only():
     """Differentiate single-path edges for their inputs and op weights only, not their kernels.
 
@@ -56,12 +56,7 @@ def architecture_gradients_only():
         >>> with architecture_gradients_only():
         ...     grads = tape.gradient(val_loss, supernet.arch_variables)
     """
-    previous = getattr(_GRADIENTS, "arch_only", False)
-    _GRADIENTS.arch_only = True
-    try:
-        yield
-    finally:
-        _GRADIENTS.arch_only = previous
+    return thread_flag(_GRADIENTS, "arch_only")
 
 
 def channel_shuffle(inputs: tf.Tensor, groups: int) -> tf.Tensor:
