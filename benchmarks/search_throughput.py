@@ -94,6 +94,12 @@ def _in_subprocess(mode: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run of median step time (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r["median_step_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,6 +113,10 @@ def main() -> None:
                    help="comma-separated modes among all, partial, gumbel (each in its own "
                         "process)")
     p.add_argument("--partial-channels", type=int, default=4, help="K of partial mixing")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run the sequence of modes this many times (a fresh process each) "
+                        "and report each mode's median: drifts of a shared machine hit all "
+                        "modes alike")
     p.add_argument("--second-order", action="store_true")
     p.add_argument("--mixed-bfloat16", action="store_true",
                    help="Keras mixed precision: bfloat16 activations, float32 weights and α")
@@ -125,12 +135,14 @@ def main() -> None:
     print(f"tensorflow {tf.__version__}, {len(tf.config.list_physical_devices('CPU'))} CPU "
           f"device(s), {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
           "intra-op threads")
-    results = []
-    for mode in modes:
-        r = _in_subprocess(mode)
-        results.append(r)
-        print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in r.items()), flush=True)
+    runs = {mode: [] for mode in modes}
+    for _ in range(max(1, a.repeats)):
+        for mode in modes:
+            r = _in_subprocess(mode)
+            runs[mode].append(r)
+            print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in r.items()), flush=True)
+    results = [_median_run(runs[mode]) for mode in modes]
     if len(results) > 1:
         base = results[0]["median_step_s"]
         print(f"\n| mixing | s/step | train img/s | speed-up vs {results[0]['mixing']} | "

@@ -6,17 +6,19 @@
 * `normalize_and_mix`: the ops that end in a plain batch norm share one fused
   batch norm scaled by the op weights (all ops, and partial channels).
 * `single_path`: one op per edge (GDAS). Only the sampled op runs, in a
-  `tf.switch_case`. Its gradient recomputes that op in a second
-  `tf.switch_case` (a custom gradient) instead of differentiating the first:
-  TensorFlow's gradient of a `Case` makes every branch return the
-  intermediates of every other branch, a graph quadratic in the number of
-  ops. Both switches live in `tf.function`s that take the variables as
-  values, shared by all edges of a kind, so a supernet traces a few of them
-  instead of one per edge (tracing took minutes and gigabytes otherwise).
-  The recomputation costs one more forward pass of a single op and keeps
-  no activation of the op alive. Within `architecture_gradients_only()` (the
-  α step of a first-order search) the recomputation skips the kernels'
-  gradients: no filter-gradient convolutions.
+  `tf.switch_case`. Its gradient runs in a second `tf.switch_case` (a custom
+  gradient) instead of differentiating the first: TensorFlow's gradient of a
+  `Case` makes every branch return the intermediates of every other branch, a
+  graph quadratic in the number of ops. The forward switch also returns the
+  op's batch-norm input; the gradient's batch norm starts from it, and the op
+  below it is differentiated through a recomputation whose value nothing
+  reads, so TensorFlow prunes its convolutions (a convolution's gradient
+  needs its input, not its output). Both switches live in `tf.function`s that
+  take the variables as values, shared by all edges of a kind, so a supernet
+  traces a few of them instead of one per edge (tracing took minutes and
+  gigabytes otherwise). Within `architecture_gradients_only()` (the α step of
+  a first-order search) the gradient skips the kernels' gradients: no
+  filter-gradient convolutions.
 * `channel_shuffle`: interleaves the computed and the bypassed channels of a
   partial-channel edge (PC-DARTS).
 
@@ -186,9 +188,10 @@ class _SharedEdge:
     """One edge's single path as `tf.function`s shared by every edge of its kind.
 
     `forward(index, x, quantized, w, stats, kernels)` runs op `index` and returns its
-    output and every op's new moving statistics; `backward(..., dy)` recomputes
-    it and returns the gradients of `x`, the binarized inputs, the op weights
-    and the kernels (`backward_inputs`: all but the kernels'). Variables enter
+    output, every op's new moving statistics and the op's batch-norm input;
+    `backward(..., saved, dy)` takes that input back and returns the gradients of
+    `x`, the binarized inputs, the op weights and the kernels
+    (`backward_inputs`: all but the kernels'). Variables enter
     as values, so all edges whose ops are configured alike (in a supernet: those
     of the same stage and stride) call the same traced functions, and the
     `tf.switch_case` over the ops is traced once per kind of edge instead of
@@ -212,45 +215,75 @@ class _SharedEdge:
     def alive(self) -> bool:
         return all(t() is not None for t in self._templates)
 
-    def _run(self, i: int, x, quantized, w, stats, kernels):
-        """`(w_i · o_i(x), new (mean, variance) of o_i or None)`."""
+    def _parameter_free(self, i: int, x, w):
+        """`w_i · o_i(x)` for kinds "zero" and "identity"."""
+        return w[i] * (x if self.kinds[i] == "identity" else self._templates[i]()(x))
+
+    def _pre_norm(self, i: int, x, quantized, kernels):
+        """Op `i`'s output before its batch norm (kinds "conv", "pool" and "reduce")."""
         op, kind = self._templates[i](), self.kinds[i]
-        if kind == "zero":
-            return w[i] * op(x), None
-        if kind == "identity":
-            return w[i] * x, None
         with _kernel_values(_kernel_convs(op, kind), kernels[i]):
             if kind == "conv":  # on the input binarized once, outside the switch
                 key = self.keys.index(self.quantizer_keys[i])
-                pre = op.pre_norm(x, quantized=quantized[key], padded={})
-            else:
-                pre = op.pre_norm(x)
-        channels = pre.shape[-1]
-        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                return op.pre_norm(x, quantized=quantized[key], padded={})
+            return op.pre_norm(x)
+
+    def _norm(self, i: int, pre, w, stats):
+        """`w_i`-scaled fused batch norm of `pre`: output, batch mean, batch variance."""
+        op, channels = self._templates[i](), pre.shape[-1]
+        return tf.compat.v1.nn.fused_batch_norm(
             pre, tf.repeat(w[i:i + 1], channels), tf.zeros([channels], pre.dtype),
             mean=stats[i][0], variance=stats[i][1], epsilon=op.bn.epsilon,
             is_training=True, exponential_avg_factor=1.0 - op.bn.momentum)
-        return y, (mean, variance)
+
+    def _run(self, i: int, x, quantized, w, stats, kernels):
+        """`(w_i · o_i(x), new (mean, variance) of o_i or None, tensor the gradient reuses)`.
+
+        The reused tensor is the batch norm's input (`y` itself for ops without one).
+        """
+        if self.kinds[i] in ("zero", "identity"):
+            y = self._parameter_free(i, x, w)
+            return y, None, y
+        pre = self._pre_norm(i, x, quantized, kernels)
+        y, mean, variance = self._norm(i, pre, w, stats)
+        return y, (mean, variance), pre
 
     def _forward(self, index, x, quantized, w, stats, kernels):
         def branch(i: int):
             def run():
-                y, new = self._run(i, x, quantized, w, stats, kernels)
-                return y, [new if j == i else s for j, s in enumerate(stats)]
+                y, new, saved = self._run(i, x, quantized, w, stats, kernels)
+                return y, [new if j == i else s for j, s in enumerate(stats)], saved
             return run
 
         return tf.switch_case(index, [branch(i) for i in range(len(self.kinds))])
 
-    def _backward(self, index, x, quantized, w, stats, kernels, dy, *, kernels_too: bool):
+    def _backward(self, index, x, quantized, w, stats, kernels, saved, dy, *,
+                  kernels_too: bool):
         sources = [x, list(quantized), w] + ([kernels] if kernels_too else [])
+
+        def gradients(tape, target, output_gradients):
+            return tape.gradient(target, sources, output_gradients=output_gradients,
+                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
         def branch(i: int):
             def run():
+                if self.kinds[i] in ("zero", "identity"):
+                    with tf.GradientTape() as tape:
+                        tape.watch(tf.nest.flatten(sources))
+                        y = self._parameter_free(i, x, w)
+                    return gradients(tape, y, dy)
+                # the batch norm's backward from the saved forward input; the op's own
+                # backward through a recomputation whose value nothing reads: TensorFlow
+                # prunes its convolutions when it instantiates the branch
+                with tf.GradientTape() as norm_tape:
+                    norm_tape.watch([saved, w])
+                    y, _, _ = self._norm(i, saved, w, stats)
+                d_saved, d_w = norm_tape.gradient(y, [saved, w], output_gradients=dy)
                 with tf.GradientTape() as tape:
                     tape.watch(tf.nest.flatten(sources))
-                    y, _ = self._run(i, x, quantized, w, stats, kernels)
-                grads = tape.gradient(y, sources, output_gradients=dy,
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                    pre = self._pre_norm(i, x, quantized, kernels)
+                grads = gradients(tape, pre, d_saved)
+                grads[2] = grads[2] + d_w
                 return grads
             return run
 
@@ -287,9 +320,9 @@ def single_path(op_layers: list, inputs: tf.Tensor, op_weights: tf.Tensor,
     With the straight-through Gumbel weights of
     `bnas_tf.layers.ArchitectureParameters.sample` the other `w_o` are 0 in
     the forward pass, but every `w_o` (hence every α of the edge) gets a
-    gradient. In training, op k's gradient comes from recomputing it (module
-    docstring); its batch norm updates its moving statistics once, in the
-    forward pass.
+    gradient. In training, op k's gradient reuses its forward batch-norm input
+    (module docstring); its batch norm updates its moving statistics once, in
+    the forward pass.
 
     Args:
         op_layers: the edge's ops, in `op_weights` order.
@@ -331,7 +364,7 @@ def single_path(op_layers: list, inputs: tf.Tensor, op_weights: tf.Tensor,
                                           tf.identity(bn.moving_variance)) for bn in norms]
         # values only: run eagerly under a tape, the call would otherwise build the
         # switch's own (quadratic, and failing) gradient; `grad` below is the gradient
-        y, new_stats = edge.forward(index, *tf.nest.map_structure(
+        y, new_stats, saved = edge.forward(index, *tf.nest.map_structure(
             lambda t: None if t is None else tf.stop_gradient(t), (x, qs, w, stats, ks)))
         for bn, new in zip(norms, new_stats, strict=True):
             if bn is not None:
@@ -340,9 +373,9 @@ def single_path(op_layers: list, inputs: tf.Tensor, op_weights: tf.Tensor,
 
         def grad(dy):
             if getattr(_GRADIENTS, "arch_only", False):
-                dx, dqs, dw = edge.backward_inputs(index, x, qs, w, stats, ks, dy)
+                dx, dqs, dw = edge.backward_inputs(index, x, qs, w, stats, ks, saved, dy)
                 return [dx, dw, *dqs, *[None] * len(flat_kernels)]
-            dx, dqs, dw, dks = edge.backward(index, x, qs, w, stats, ks, dy)
+            dx, dqs, dw, dks = edge.backward(index, x, qs, w, stats, ks, saved, dy)
             return [dx, dw, *dqs, *tf.nest.flatten(dks)]
 
         return y, grad

@@ -1,5 +1,6 @@
 """Search modes that fit a CPU: partial channels (PC-DARTS) and single path (GDAS)."""
 
+import collections
 import contextlib
 import json
 
@@ -160,8 +161,9 @@ def test_gumbel_runs_one_op_per_edge_through_the_shared_functions(monkeypatch):
     net(x[:1])
     edges = sum(len(cell.edges) for cell in net.cells)
     tf.function(net.train_step)(((x, y), (x, y)))
-    # two passes (architecture, weights), each op run forward and once more for its gradient
-    assert int(tf.reduce_sum(calls)) == 2 * 2 * edges
+    # two passes (architecture, weights), one op per edge each; the gradients reuse the
+    # forward's batch-norm inputs (their own recomputation is pruned: test below)
+    assert int(tf.reduce_sum(calls)) == 2 * edges
     assert len(bn.mixing._SHARED_EDGES) < edges  # edges of a kind share their functions
 
 
@@ -306,10 +308,11 @@ def test_search_run_records_and_resumes_the_mixing_mode(mixing, cifar10_dir, tmp
 
 
 
-def _live_op_types(function) -> set[str]:
+def _live_op_types(function, counts: bool = False):
     """Op types a traced function can run: the nodes of each called function (non-inlined
     functions and switch branches alike) that its return values depend on. TensorFlow prunes
-    the other nodes of a function body when it instantiates the function."""
+    the other nodes of a function body when it instantiates the function. With `counts`:
+    a `Counter` of those nodes by op type (each function counted once)."""
     graph_def = function.get_concrete_function().graph.as_graph_def()
     library = {f.signature.name: f for f in graph_def.library.function}
 
@@ -318,7 +321,7 @@ def _live_op_types(function) -> set[str]:
                 for name in ([attr.func.name] if attr.HasField("func")
                              else [f.name for f in attr.list.func])]
 
-    types, seen = {node.op for node in graph_def.node}, set()
+    types, seen = collections.Counter(node.op for node in graph_def.node), set()
     pending = [name for node in graph_def.node for name in called(node)]
     while pending:
         name = pending.pop()
@@ -333,10 +336,10 @@ def _live_op_types(function) -> set[str]:
             if node is None or node.name in live:
                 continue
             live.add(node.name)
-            types.add(node.op)
+            types[node.op] += 1
             pending += called(node)
             frontier += [inp.split(":")[0] for inp in node.input]
-    return types
+    return types if counts else set(types)
 
 
 @pytest.mark.parametrize("space_name", ["lce", "bnas"])
@@ -374,6 +377,36 @@ def test_architecture_gradients_skip_kernels_and_leave_input_and_alpha_gradients
     with_arch_only = _live_op_types(gradients(True))
     assert "Conv2DBackpropFilter" not in with_arch_only
     assert "Conv2DBackpropInput" in with_arch_only
+
+def _live_op_counts(function) -> dict[str, int]:
+    """How many live nodes of each op type a traced function has (`_live_op_types`)."""
+    return _live_op_types(function, counts=True)
+
+
+@pytest.mark.parametrize("space_name", ["bats", "bnas"])
+def test_single_path_gradient_reuses_the_forward_instead_of_recomputing_the_convolutions(
+        space_name):
+    """The backward runs no convolution of its own: as many live Conv2D as the forward."""
+    space, mixed, x, weights = _single_path_case(space_name, 1, 0)
+    dy = tf.random.normal(mixed(x, weights, training=False).shape, seed=5)
+
+    @tf.function
+    def forward():
+        return mixed(x, weights, training=True, op_index=tf.constant(0))
+
+    @tf.function
+    def forward_and_backward():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = mixed(x, weights, training=True, op_index=tf.constant(0))
+        return y, tape.gradient(y, [x, weights], output_gradients=dy)
+
+    convs = _live_op_counts(forward)["Conv2D"]
+    counts = _live_op_counts(forward_and_backward)
+    assert convs >= 2  # one per binary conv op of the space, in the forward switch
+    assert counts["Conv2D"] == convs
+    assert counts["Conv2DBackpropInput"] >= convs
+
 
 def _single_path_case(space_name, strides, index):
     space = bn.SearchSpace.get(space_name)
