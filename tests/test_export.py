@@ -218,6 +218,25 @@ def test_flatbuffer_overrides_wrong_prediction(mixed, grouped32):
     assert other.unattributed_ops == ["LceBconv2d(64, (3, 3), 64, 2, (1, 1), (1, 1), 'same', 1)"]
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_identical_dilated_binary_convs_on_one_input_both_convert(groups):
+    """Keras' SpaceToBatchND would be shared by both convs and leave them float."""
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((8, 8, 64))
+    convs = [qconv(f"dil{i}", 64, groups=groups, dilation_rate=2, kernel_size=5)
+             for i in range(2)]
+    x = tf.keras.layers.Add()([conv(inp) for conv in convs])
+    x = tf.keras.layers.Dense(10)(tf.keras.layers.GlobalAveragePooling2D()(
+        tf.keras.layers.BatchNormalization()(x)))
+    model = randomize_bn(tf.keras.Model(inp, x, name="twin_dilated"))
+    fb = export.convert(model, strict=True)
+    counts = export.op_counts(fb)
+    assert counts["LceBconv2d"] == 2 and "SPACE_TO_BATCH_ND" not in counts
+    assert all("convolution_op" not in vars(conv) for conv in convs)  # restored afterwards
+    result = export.verify(model, fb, inputs(model, 32), y=np.zeros(32, int))
+    assert result.top1_agreement == 1.0 and result.max_abs_diff < 1e-4
+
+
 def test_unsupported_input_quantizer_is_named():
     model = one_conv(qconv("heavi", input_quantizer="ste_heaviside"), 32, "heaviside")
     fb = export.convert(model)

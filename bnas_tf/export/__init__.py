@@ -31,6 +31,7 @@ A saved model is read with `bnas_tf.load_model(path)`.
 """
 
 from bnas_tf.export.converter import convert, save_tflite
+from bnas_tf.export.dilation import direct_dilated_convs
 from bnas_tf.export.files import check_writable
 from bnas_tf.export.flatbuffer import op_counts
 from bnas_tf.export.float_baseline import convert_float, float_equivalent
@@ -52,6 +53,7 @@ __all__ = [
     "conversion_report",
     "convert",
     "convert_float",
+    "direct_dilated_convs",
     "export_model",
     "float_equivalent",
     "format_benchmark",

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from bnas_tf.errors import ExportError
 from bnas_tf.export._runtime import lce_module
+from bnas_tf.export.dilation import direct_dilated_convs
 from bnas_tf.export.files import check_writable, write_file
 from bnas_tf.export.groups import native_groups
 from bnas_tf.export.report import conversion_report
@@ -50,7 +51,9 @@ def convert(
     """Convert a Larq Keras model to an LCE TFLite flatbuffer.
 
     Masked grouped convs (how bnas_tf trains grouped binary convs) are first swapped
-    for real grouped convs (`native_groups`).
+    for real grouped convs (`native_groups`), and dilated convs trace as one dilated
+    conv each (`direct_dilated_convs`: identical dilated convs on one input would
+    otherwise stay float).
 
     Args:
         model: a built Keras model with Larq binary layers.
@@ -87,7 +90,8 @@ def convert(
     model = native_groups(model)  # masked grouped convs (training) -> real grouped convs
     lce = lce_module()
     try:
-        tflite_bytes = lce.convert_keras_model(model, target=target, **converter_kwargs)
+        with direct_dilated_convs(model):  # one dilated Conv2D each, not a shared reshuffle
+            tflite_bytes = lce.convert_keras_model(model, target=target, **converter_kwargs)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ExportError(
             f"LCE could not convert model {model.name!r}: {e}. Check the converter options "
