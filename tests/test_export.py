@@ -258,6 +258,7 @@ def test_tflite_outputs_match_keras(fixture, request):
     assert result.top1_agreement == 1.0 and result.passed
     assert result.max_abs_diff < 1e-4
     assert result.keras_accuracy == result.tflite_accuracy
+    assert result.disagreement_gap is None and "flips" not in result.format()
 
 
 def test_verify_fails_on_a_different_model(dense, grouped3):
@@ -268,6 +269,12 @@ def test_verify_fails_on_a_different_model(dense, grouped3):
     result = export.verify(model, export.convert(other), inputs(model, 32), top1_threshold=0.99)
     assert not result.passed and result.top1_agreement < 0.99
     assert "FAILED" in result.format()
+    flips = round((1 - result.top1_agreement) * 32)
+    assert f"{flips} top-1 flips, median Keras top-2 gap" in result.format()
+    keras = model.predict(inputs(model, 32), verbose=0)
+    top2 = np.sort(keras, axis=1)[:, -2:]
+    assert result.median_gap == pytest.approx(float(np.median(top2[:, 1] - top2[:, 0])))
+    assert result.disagreement_gap > 0
 
 
 def test_float_equivalent_removes_binarization(dense):

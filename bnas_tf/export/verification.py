@@ -28,6 +28,11 @@ class VerifyResult:
         keras_accuracy: Keras top-1 accuracy on the labels, if given.
         tflite_accuracy: flatbuffer top-1 accuracy on the labels, if given.
         interpreter: the LCE interpreter options used.
+        disagreement_gap: median gap between the two largest Keras outputs over the
+            inputs whose top-1 differs (None if none differs).
+        median_gap: the same median over all inputs. A disagreement gap far below it
+            means the flips are near ties: a binary network's Keras and LCE outputs
+            differ by float rounding where a value meets a binarization threshold.
     """
 
     num_samples: int
@@ -40,6 +45,8 @@ class VerifyResult:
     keras_accuracy: float | None = None
     tflite_accuracy: float | None = None
     interpreter: dict[str, Any] = field(default_factory=dict)
+    disagreement_gap: float | None = None
+    median_gap: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -55,6 +62,10 @@ class VerifyResult:
         )
         if self.keras_accuracy is not None:
             s += f"; accuracy Keras {self.keras_accuracy:.4f}, TFLite {self.tflite_accuracy:.4f}"
+        if self.disagreement_gap is not None:
+            flips = round((1.0 - self.top1_agreement) * self.num_samples)
+            s += (f"; {flips} top-1 flips, median Keras top-2 gap {self.disagreement_gap:.3g} "
+                  f"there (all inputs: {self.median_gap:.3g})")
         return s + (": PASSED" if self.passed else ": FAILED")
 
 
@@ -110,7 +121,10 @@ def verify(
             "converted from this model?"
         )
     diff = np.abs(got - want)
-    agree = float(np.mean(got.argmax(1) == want.argmax(1)))
+    same = got.argmax(1) == want.argmax(1)
+    agree = float(np.mean(same))
+    top2 = np.sort(want, axis=1)[:, -2:] if want.shape[1] > 1 else np.zeros((len(want), 2))
+    gaps = top2[:, 1] - top2[:, 0]
     acc_k = acc_t = None
     if y is not None:
         y = np.asarray(y).reshape(-1)
@@ -127,4 +141,6 @@ def verify(
         keras_accuracy=acc_k,
         tflite_accuracy=acc_t,
         interpreter=kwargs,
+        disagreement_gap=None if same.all() else float(np.median(gaps[~same])),
+        median_gap=float(np.median(gaps)),
     )
