@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import bnas_tf  # noqa: F401  (selects Keras 2 before TensorFlow)
 
@@ -235,6 +237,26 @@ def test_identical_dilated_binary_convs_on_one_input_both_convert(groups):
     assert all("convolution_op" not in vars(conv) for conv in convs)  # restored afterwards
     result = export.verify(model, fb, inputs(model, 32), y=np.zeros(32, int))
     assert result.top1_agreement == 1.0 and result.max_abs_diff < 1e-4
+
+
+@settings(max_examples=6, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(size=st.integers(5, 12), kernel=st.sampled_from([3, 5]), dilation=st.integers(2, 3),
+       groups=st.sampled_from([1, 2]), twins=st.integers(1, 2))
+def test_dilated_binary_convs_convert_exactly(size, kernel, dilation, groups, twins):
+    """Any dilated binary conv (alone or with a twin on its input) is one exact LceBconv2d."""
+    from bnas_tf.export._runtime import lce_interpreter
+
+    inp = tf.keras.Input((size, size, 64))
+    convs = [qconv(f"d{i}", 32, groups=groups, dilation_rate=dilation, kernel_size=kernel)
+             for i in range(twins)]
+    outs = [conv(inp) for conv in convs]
+    model = tf.keras.Model(inp, outs[0] if twins == 1 else tf.keras.layers.Add()(outs))
+    fb = export.convert(model)
+    assert export.op_counts(fb).get("LceBconv2d") == twins
+    x = inputs(model, 2)
+    got = np.asarray(lce_interpreter(fb, use_indirect_bgemm=True).predict(x))
+    np.testing.assert_array_equal(got.reshape(-1), model(x).numpy().reshape(-1))  # integers
 
 
 def test_unsupported_input_quantizer_is_named():
