@@ -308,11 +308,11 @@ def test_search_run_records_and_resumes_the_mixing_mode(mixing, cifar10_dir, tmp
 
 
 
-def _live_op_types(function, counts: bool = False):
-    """Op types a traced function can run: the nodes of each called function (non-inlined
-    functions and switch branches alike) that its return values depend on. TensorFlow prunes
-    the other nodes of a function body when it instantiates the function. With `counts`:
-    a `Counter` of those nodes by op type (each function counted once)."""
+def _live_op_counts(function) -> collections.Counter:
+    """Op types a traced function can run, with how many such nodes: the nodes of each called
+    function (non-inlined functions and switch branches alike, each function counted once)
+    that its return values depend on. TensorFlow prunes the other nodes of a function body
+    when it instantiates the function."""
     graph_def = function.get_concrete_function().graph.as_graph_def()
     library = {f.signature.name: f for f in graph_def.library.function}
 
@@ -339,7 +339,7 @@ def _live_op_types(function, counts: bool = False):
             types[node.op] += 1
             pending += called(node)
             frontier += [inp.split(":")[0] for inp in node.input]
-    return types if counts else set(types)
+    return types
 
 
 @pytest.mark.parametrize("space_name", ["lce", "bnas"])
@@ -373,14 +373,10 @@ def test_architecture_gradients_skip_kernels_and_leave_input_and_alpha_gradients
         return run
 
     # the architecture gradient runs no filter-gradient convolution at all
-    assert "Conv2DBackpropFilter" in _live_op_types(gradients(False))
-    with_arch_only = _live_op_types(gradients(True))
+    assert "Conv2DBackpropFilter" in _live_op_counts(gradients(False))
+    with_arch_only = _live_op_counts(gradients(True))
     assert "Conv2DBackpropFilter" not in with_arch_only
     assert "Conv2DBackpropInput" in with_arch_only
-
-def _live_op_counts(function) -> dict[str, int]:
-    """How many live nodes of each op type a traced function has (`_live_op_types`)."""
-    return _live_op_types(function, counts=True)
 
 
 @pytest.mark.parametrize("space_name", ["bats", "bnas"])
