@@ -7,10 +7,10 @@ must beat):
    CIFAR-10 subset, with the fastest search mode and bnas_tf's budget-aware
    schedule (`bnas_tf.budget`); search time is reported apart.
 2. `--randoms` random genotypes of the same space (`bn.random_genotype`),
-   drawn until each network's parameter count is within ±`--tolerance` of the
-   searched networks' mean (seeded draws).
+   drawn until random genotype i has a parameter count within ±`--tolerance`
+   of searched network i's (cycling over the searches; seeded draws).
 3. The hand-designed baseline (`bn.baselines`, QuickNet by default) at the
-   width whose parameter count is closest to the same mean.
+   width whose parameter count is closest to the searched networks' mean.
 4. Every network trains with the same two-stage budget (`bn.train_two_stage`,
    stage 1 binary activations, stage 2 binary weights too) on the same
    training images with the same seed, and is tested once on the test split.
@@ -79,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--baseline", default="quicknet", choices=bn.baselines.names())
     p.add_argument("--tolerance", type=float, default=0.1,
-                   help="random networks' parameter counts within this fraction of the "
-                        "searched mean")
+                   help="random network i's parameter count within this fraction of "
+                        "searched network i's")
     p.add_argument("--seed", type=int, default=0, help="training seed (and first search seed)")
     return p.parse_args(argv)
 
@@ -155,16 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     space = searched[0].search_space
     randoms, random_sizes, draws = [], [], 0
-    while len(randoms) < args.randoms and draws < 2000:
-        draws += 1
-        genotype = bn.random_genotype(space, rng)
-        size = params(lambda g=genotype: build_derived(g, args, data))
-        if abs(size - target) <= args.tolerance * target:
-            randoms.append(genotype)
-            random_sizes.append(size)
-    if len(randoms) < args.randoms:
-        print(f"only {len(randoms)} of {draws} random genotypes within ±{args.tolerance:.0%} "
-              f"of {target:,.0f} parameters", flush=True)
+    for i in range(args.randoms):
+        # Random genotype i matches searched network i (cycling), so the two groups
+        # spread over the same parameter counts, not only around the same mean.
+        match = sizes[i % len(sizes)]
+        for _ in range(2000):
+            draws += 1
+            genotype = bn.random_genotype(space, rng)
+            size = params(lambda g=genotype: build_derived(g, args, data))
+            if abs(size - match) <= args.tolerance * match:
+                randoms.append(genotype)
+                random_sizes.append(size)
+                break
+        else:
+            print(f"no random genotype within ±{args.tolerance:.0%} of {match:,} parameters "
+                  "in 2000 draws", flush=True)
     width, width_size = pick_baseline_width(args.baseline, data, target)
     print(f"parameters: searched {sizes}, random {random_sizes} ({draws} draws), "
           f"{args.baseline} width {width}: {width_size:,}", flush=True)
