@@ -95,6 +95,23 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
+def detectable_difference(a: list[float], b: list[float], p: float = 0.1) -> float:
+    """The smallest |mean(a) − mean(b)| that reaches two-sided `p` at these samples' spread.
+
+    Welch's standard error and degrees of freedom from the observed standard
+    deviations: what a run of this size can detect at all, whatever the means.
+    """
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    if va + vb == 0:
+        return 0.0
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return float(stats.t.ppf(1 - p / 2, df) * (va + vb) ** 0.5)
+
+
 def build_derived(genotype: bn.Genotype, args, data) -> tf.keras.Model:
     return bn.build_network(genotype, num_classes=data.num_classes, layers=args.layers,
                             channels=args.channels, input_shape=data.input_shape)
@@ -200,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         groups.setdefault(row["group"], []).append(row["stage2_acc"])
     t, p = welch(groups.get("searched", []), groups.get("random", []))
+    detectable = detectable_difference(groups.get("searched", []), groups.get("random", []))
     summary = {group: {"mean": statistics.fmean(v),
                        "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
                for group, v in groups.items()}
@@ -217,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {group} | {s['n']} | {s['mean']:.4f} ± {s['std']:.4f} |")
     print(f"\nsearched − random: {summary['searched']['mean'] - summary['random']['mean']:+.4f}"
           f" (Welch t = {t:.2f}, two-sided p = {p:.3f})" if "random" in summary else "")
+    print(f"smallest difference that reaches p < 0.1 at these spreads: {detectable:.4f}")
     print(f"searches agree on {agreement(searched):.0%} of the edges both keep "
           f"(random choice: about {1 / len([n for n in space.op_names if n != 'none']):.0%})")
     print(f"time: searches {search_seconds:.0f} s ({search_seconds / max(1, len(searches)):.0f} s "
@@ -224,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"args": {k: (list(v) if isinstance(v, tuple) else v)
                         for k, v in vars(args).items()},
                "searches": searches, "rows": rows, "summary": summary,
-               "welch_t": t, "welch_p": p, "agreement": agreement(searched),
+               "welch_t": t, "welch_p": p,
+               "detectable_difference": detectable, "agreement": agreement(searched),
                "random_draws": draws, "baseline_width": width,
                "search_seconds": search_seconds, "train_seconds": train_seconds,
                "total_seconds": time.time() - started}
