@@ -4,6 +4,8 @@
 VENV ?= .venv
 DATA_DIR ?= data
 TESTS ?= tests notebooks
+# pytest-xdist workers; each test file (and notebook) runs whole on one worker.
+TEST_WORKERS ?= 2
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
@@ -26,7 +28,8 @@ lint: setup
 test: setup lint
 	bash scripts/cifar10.sh $(PY) $(DATA_DIR)
 	BNAS_NOTEBOOK_SIZE=tiny BNAS_DATA_DIR="$(abspath $(DATA_DIR))" \
-	  $(PY) -m pytest -q -p no:cacheprovider --durations=25 --nbmake --nbmake-timeout=1200 $(TESTS)
+	  $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+	    --durations=25 --nbmake --nbmake-timeout=1200 $(TESTS)
 
 demo: setup
 	bash scripts/demo.sh
