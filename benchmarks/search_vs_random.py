@@ -162,10 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         last = result.history["epochs"][-1]["logs"]
         searches.append({"seed": seed, "seconds": result.seconds,
                          "decided": last.get("decided"), "margin": last.get("margin"),
-                         "entropy": last.get("entropy")})
+                         "entropy": last.get("entropy"), "accuracy": last.get("accuracy"),
+                         "val_accuracy": last.get("val_accuracy")})
         searched.append(result.genotype)
         print(f"  {result.seconds:.0f} s; decided {last.get('decided'):.2f}, mean margin "
-              f"{last.get('margin'):.2f}, tempered entropy {last.get('entropy'):.3f}", flush=True)
+              f"{last.get('margin'):.2f}, tempered entropy {last.get('entropy'):.3f}; "
+              f"supernet accuracy {last.get('accuracy'):.3f} (training), "
+              f"{last.get('val_accuracy'):.3f} (held out)", flush=True)
 
     sizes = [params(lambda g=g: build_derived(g, args, data)) for g in searched]
     target = float(np.mean(sizes))
