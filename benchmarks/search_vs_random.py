@@ -59,7 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/")
-    p.add_argument("--output", required=True, help="folder for genotypes and results.json")
+    p.add_argument("--output", help="folder for genotypes and results.json (required to run)")
+    p.add_argument("--report", metavar="RUN_DIR",
+                   help="print the tables of an earlier run (RUN_DIR/results.json) and exit; "
+                        "statistics are recomputed from its rows")
     p.add_argument("--train-images", type=int, default=5000,
                    help="CIFAR-10 training images (the searches split them in two halves)")
     p.add_argument("--test-images", type=int, default=5000, help="test images (all: 10000)")
@@ -82,7 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="random network i's parameter count within this fraction of "
                         "searched network i's")
     p.add_argument("--seed", type=int, default=0, help="training seed (and first search seed)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.report and not args.output:
+        p.error("--output RUN_DIR is required (or --report RUN_DIR to print an earlier run)")
+    return args
 
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -110,6 +116,51 @@ def detectable_difference(a: list[float], b: list[float], p: float = 0.1) -> flo
         return 0.0
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     return float(stats.t.ppf(1 - p / 2, df) * (va + vb) ** 0.5)
+
+
+def statistics_of(rows: list[dict]) -> dict:
+    """Per-group mean ± std of stage-2 accuracy, Welch's t and p, the detectable difference."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(row["group"], []).append(row["stage2_acc"])
+    searched, random = groups.get("searched", []), groups.get("random", [])
+    t, p = welch(searched, random)
+    summary = {group: {"mean": statistics.fmean(v),
+                       "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+               for group, v in groups.items()}
+    return {"summary": summary, "welch_t": t, "welch_p": p,
+            "detectable_difference": detectable_difference(searched, random)}
+
+
+def report(results: dict) -> None:
+    """Print the tables and statistics of one run (`results.json`'s content)."""
+    rows, summary = results["rows"], results["summary"]
+    print("\n| model | group | params | binary params | stage-1 acc | stage-2 acc | train s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['group']} | {r['params']:,} | {r['binary_params']:,} | "
+              f"{r['stage1_acc']:.4f} | {r['stage2_acc']:.4f} | {r['train_s']:.0f} |")
+    print("\n| group | n | stage-2 test accuracy, mean ± std |")
+    print("|---|---|---|")
+    for group, s in summary.items():
+        print(f"| {group} | {s['n']} | {s['mean']:.4f} ± {s['std']:.4f} |")
+    if "random" in summary and "searched" in summary:
+        print(f"\nsearched − random: "
+              f"{summary['searched']['mean'] - summary['random']['mean']:+.4f} "
+              f"(Welch t = {results['welch_t']:.2f}, two-sided p = {results['welch_p']:.3f})")
+        print("smallest difference that reaches p < 0.1 at these spreads: "
+              f"{results['detectable_difference']:.4f}")
+    chance = results.get("chance_agreement")
+    print(f"searches agree on {results['agreement']:.0%} of the edges both keep"
+          + (f" (random choice: about {chance:.0%})" if chance else ""))
+    for s in results["searches"]:
+        if "val_accuracy" in s:
+            print(f"search seed {s['seed']}: decided {s['decided']:.2f}, supernet accuracy "
+                  f"{s['accuracy']:.3f} (training), {s['val_accuracy']:.3f} (held out)")
+    searches = max(1, len(results["searches"]))
+    print(f"time: searches {results['search_seconds']:.0f} s "
+          f"({results['search_seconds'] / searches:.0f} s each), training "
+          f"{results['train_seconds']:.0f} s, total {results['total_seconds']:.0f} s")
 
 
 def build_derived(genotype: bn.Genotype, args, data) -> tf.keras.Model:
@@ -141,6 +192,15 @@ def train_once(name: str, group: str, build, kernel_quantizer: str, train_ds, te
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        path = Path(args.report) / "results.json"
+        if not path.is_file():
+            raise SystemExit(f"error: no results.json in {args.report}; pass the --output "
+                             "folder of a finished run")
+        results = json.loads(path.read_text())
+        results.update(statistics_of(results["rows"]))
+        report(results)
+        return 0
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -216,41 +276,16 @@ def main(argv: list[str] | None = None) -> int:
                                  input_shape=data.input_shape, width=width),
         bn.baselines.kernel_quantizer(args.baseline), train_ds, test_ds, args))
 
-    groups = {}
-    for row in rows:
-        groups.setdefault(row["group"], []).append(row["stage2_acc"])
-    t, p = welch(groups.get("searched", []), groups.get("random", []))
-    detectable = detectable_difference(groups.get("searched", []), groups.get("random", []))
-    summary = {group: {"mean": statistics.fmean(v),
-                       "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-               for group, v in groups.items()}
-    search_seconds = sum(s["seconds"] for s in searches)
-    train_seconds = sum(r["train_s"] for r in rows)
-
-    print("\n| model | group | params | binary params | stage-1 acc | stage-2 acc | train s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['group']} | {r['params']:,} | {r['binary_params']:,} | "
-              f"{r['stage1_acc']:.4f} | {r['stage2_acc']:.4f} | {r['train_s']:.0f} |")
-    print("\n| group | n | stage-2 test accuracy, mean ± std |")
-    print("|---|---|---|")
-    for group, s in summary.items():
-        print(f"| {group} | {s['n']} | {s['mean']:.4f} ± {s['std']:.4f} |")
-    print(f"\nsearched − random: {summary['searched']['mean'] - summary['random']['mean']:+.4f}"
-          f" (Welch t = {t:.2f}, two-sided p = {p:.3f})" if "random" in summary else "")
-    print(f"smallest difference that reaches p < 0.1 at these spreads: {detectable:.4f}")
-    print(f"searches agree on {agreement(searched):.0%} of the edges both keep "
-          f"(random choice: about {1 / len([n for n in space.op_names if n != 'none']):.0%})")
-    print(f"time: searches {search_seconds:.0f} s ({search_seconds / max(1, len(searches)):.0f} s "
-          f"each), training {train_seconds:.0f} s, total {time.time() - started:.0f} s")
     results = {"args": {k: (list(v) if isinstance(v, tuple) else v)
                         for k, v in vars(args).items()},
-               "searches": searches, "rows": rows, "summary": summary,
-               "welch_t": t, "welch_p": p,
-               "detectable_difference": detectable, "agreement": agreement(searched),
+               "searches": searches, "rows": rows, "agreement": agreement(searched),
+               "chance_agreement": 1 / len([n for n in space.op_names if n != "none"]),
                "random_draws": draws, "baseline_width": width,
-               "search_seconds": search_seconds, "train_seconds": train_seconds,
+               "search_seconds": sum(s["seconds"] for s in searches),
+               "train_seconds": sum(r["train_s"] for r in rows),
                "total_seconds": time.time() - started}
+    results.update(statistics_of(rows))
+    report(results)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     print(f"genotypes and results.json in {out}")
     return 0
