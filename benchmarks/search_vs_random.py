@@ -199,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
                              "folder of a finished run")
         results = json.loads(path.read_text())
         results.update(statistics_of(results["rows"]))
+        for search in results["searches"]:  # runs before f55e942 did not record accuracy
+            history = Path(args.report) / f"search_{search['seed']}" / "history.json"
+            if "val_accuracy" not in search and history.is_file():
+                last = json.loads(history.read_text())["epochs"][-1]["logs"]
+                search.update(accuracy=last["accuracy"], val_accuracy=last["val_accuracy"])
+        if "chance_agreement" not in results:
+            ops = bn.SearchSpace.get(results["args"]["space"]).op_names
+            results["chance_agreement"] = 1 / len([n for n in ops if n != "none"])
         report(results)
         return 0
     out = Path(args.output)
