@@ -163,6 +163,23 @@ def report(results: dict) -> None:
           f"{results['train_seconds']:.0f} s, total {results['total_seconds']:.0f} s")
 
 
+def load_results(run_dir: Path) -> dict:
+    """A finished run's `results.json`, statistics recomputed, older runs' gaps filled."""
+    results = json.loads((run_dir / "results.json").read_text())
+    if not isinstance(results, dict):
+        raise TypeError(f"expected a JSON object, got {type(results).__name__}")
+    results.update(statistics_of(results["rows"]))
+    for search in results["searches"]:  # runs before f55e942 did not record accuracy
+        history = run_dir / f"search_{search['seed']}" / "history.json"
+        if "val_accuracy" not in search and history.is_file():
+            last = json.loads(history.read_text())["epochs"][-1]["logs"]
+            search.update(accuracy=last["accuracy"], val_accuracy=last["val_accuracy"])
+    if "chance_agreement" not in results:
+        ops = bn.SearchSpace.get(results["args"]["space"]).op_names
+        results["chance_agreement"] = 1 / len([n for n in ops if n != "none"])
+    return results
+
+
 def build_derived(genotype: bn.Genotype, args, data) -> tf.keras.Model:
     return bn.build_network(genotype, num_classes=data.num_classes, layers=args.layers,
                             channels=args.channels, input_shape=data.input_shape)
@@ -197,17 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise SystemExit(f"error: no results.json in {args.report}; pass the --output "
                              "folder of a finished run")
-        results = json.loads(path.read_text())
-        results.update(statistics_of(results["rows"]))
-        for search in results["searches"]:  # runs before f55e942 did not record accuracy
-            history = Path(args.report) / f"search_{search['seed']}" / "history.json"
-            if "val_accuracy" not in search and history.is_file():
-                last = json.loads(history.read_text())["epochs"][-1]["logs"]
-                search.update(accuracy=last["accuracy"], val_accuracy=last["val_accuracy"])
-        if "chance_agreement" not in results:
-            ops = bn.SearchSpace.get(results["args"]["space"]).op_names
-            results["chance_agreement"] = 1 / len([n for n in ops if n != "none"])
-        report(results)
+        try:
+            report(load_results(Path(args.report)))
+        except (ValueError, KeyError, TypeError, IndexError) as error:
+            raise SystemExit(f"error: {path} is not a results.json this script wrote "
+                             f"({type(error).__name__}: {error}); rerun the benchmark") from None
         return 0
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
