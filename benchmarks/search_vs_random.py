@@ -48,7 +48,7 @@ import tensorflow as tf
 
 from bnas_tf._io import atomic_write_text
 from bnas_tf.cli import epochs_pair
-from bnas_tf.decision import agreement
+from bnas_tf.decision import agreement, candidate_ops
 from bnas_tf.search_run import SearchConfig, run_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -163,6 +163,11 @@ def report(results: dict) -> None:
           f"{results['train_seconds']:.0f} s, total {results['total_seconds']:.0f} s")
 
 
+def chance_agreement(space: bn.SearchSpace) -> float:
+    """How often two independent random choices of an edge's op agree: 1 / candidate ops."""
+    return 1 / len(candidate_ops(space))
+
+
 def load_results(run_dir: Path) -> dict:
     """A finished run's `results.json`, statistics recomputed, older runs' gaps filled."""
     results = json.loads((run_dir / "results.json").read_text())
@@ -175,8 +180,8 @@ def load_results(run_dir: Path) -> dict:
             last = json.loads(history.read_text())["epochs"][-1]["logs"]
             search.update(accuracy=last["accuracy"], val_accuracy=last["val_accuracy"])
     if "chance_agreement" not in results:
-        ops = bn.SearchSpace.get(results["args"]["space"]).op_names
-        results["chance_agreement"] = 1 / len([n for n in ops if n != "none"])
+        results["chance_agreement"] = chance_agreement(
+            bn.SearchSpace.get(results["args"]["space"]))
     return results
 
 
@@ -298,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"args": {k: (list(v) if isinstance(v, tuple) else v)
                         for k, v in vars(args).items()},
                "searches": searches, "rows": rows, "agreement": agreement(searched),
-               "chance_agreement": 1 / len([n for n in space.op_names if n != "none"]),
+               "chance_agreement": chance_agreement(space),
                "random_draws": draws, "baseline_width": width,
                "search_seconds": sum(s["seconds"] for s in searches),
                "train_seconds": sum(r["train_s"] for r in rows),
