@@ -307,7 +307,6 @@ def test_search_run_records_and_resumes_the_mixing_mode(mixing, cifar10_dir, tmp
         assert any(e.weight != 1.0 for node in resumed.genotype.normal.nodes for e in node)
 
 
-
 def _live_op_counts(function) -> collections.Counter:
     """Op types a traced function can run, with how many such nodes: the nodes of each called
     function (non-inlined functions and switch branches alike, each function counted once)
