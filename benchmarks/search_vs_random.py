@@ -4,8 +4,9 @@ The protocol (Li & Talwalkar 2019: random search is the baseline a NAS method
 must beat):
 
 1. `--searches` searches (seeds 0, 1, ...) of the same space on the same
-   CIFAR-10 subset, with the fastest search mode and bnas_tf's budget-aware
-   schedule (`bnas_tf.budget`); search time is reported apart.
+   CIFAR-10 subset, with `bnas-tf search`'s default search mode (partial
+   channels; `--mixing` chooses another) and bnas_tf's budget-aware schedule
+   (`bnas_tf.budget`); search time is reported apart.
 2. `--randoms` random genotypes of the same space (`bn.random_genotype`),
    drawn until random genotype i has a parameter count within ±`--tolerance`
    of searched network i's (cycling over the searches; seeded draws).
@@ -49,6 +50,7 @@ import tensorflow as tf
 from bnas_tf._io import atomic_write_text
 from bnas_tf.cli import epochs_pair
 from bnas_tf.decision import agreement, candidate_ops
+from bnas_tf.recipes import DEFAULTS
 from bnas_tf.search_run import SearchConfig, run_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,8 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CIFAR-10 training images (the searches split them in two halves)")
     p.add_argument("--test-images", type=int, default=5000, help="test images (all: 10000)")
     p.add_argument("--space", default="lce")
-    p.add_argument("--mixing", default="gumbel", choices=bn.supernet.MIXING_MODES,
-                   help="search mode (the fastest on 2 cores by default)")
+    p.add_argument("--mixing", default=DEFAULTS.mixing, choices=bn.supernet.MIXING_MODES,
+                   help="search mode, as bnas-tf search --mixing")
     p.add_argument("--searches", type=int, default=3, help="searches (seeds 0, 1, ...)")
     p.add_argument("--randoms", type=int, default=3, help="random genotypes")
     p.add_argument("--search-epochs", type=int, default=4)
@@ -77,8 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--search-batch-size", type=int, default=64, help="per half")
     p.add_argument("--layers", type=int, default=5, help="cells of the trained networks")
     p.add_argument("--channels", type=int, default=16, help="channels of the trained networks")
-    p.add_argument("--epochs", type=epochs_pair, default=(3, 3),
-                   help="STAGE1,STAGE2 epochs (4,4 took 9-15 minutes per network on 2 cores)")
+    p.add_argument("--epochs", type=epochs_pair, default=(2, 2),
+                   help="STAGE1,STAGE2 epochs (2,2 keeps the default run within about 75 "
+                        "minutes on 2 cores; see benchmarks/README.md)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--baseline", default="quicknet", choices=bn.baselines.names())
     p.add_argument("--tolerance", type=float, default=0.1,

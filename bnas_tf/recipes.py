@@ -212,8 +212,9 @@ _DEFAULTS_SOURCES = {
     "arch_beta_2": "§5 β = (0.5, 0.999) (DARTS)",
     "arch_weight_decay": "§5 weight decay 1e-3 on α (DARTS)",
     "binary_search_weights": "§6: binary activations, real weights during search (BATS)",
-    "mixing": "§10 single path (GDAS): one op per edge and step, the fastest mode on a CPU "
-              "(benchmarks/README.md)",
+    "mixing": "§10 partial channels (PC-DARTS): every op on 1/4 of the channels; its "
+              "supernet learns within a CPU search and its searches beat random ones, where "
+              "single path's stay near chance (benchmarks/README.md, search_vs_random.py)",
     "budget_schedule": "bnas_tf.budget: warm-up, α learning rate and diversity decay scaled "
                        "to the run; the papers' values at the papers' budgets",
     "warmup_fraction": "bnas_tf.budget: weight steps only for the first quarter of the run",
@@ -229,13 +230,13 @@ DEFAULTS = Recipe(
     method="darts", space=DEFAULT_SPACE, cell_skip=True, temperature=0.2, anneal_from=None,
     diversity=1.0, tau=7.7, temperature_regularizer=0.0, learning_rate=1e-3,
     arch_learning_rate=3e-4, arch_beta_1=0.5, arch_beta_2=0.999, arch_weight_decay=1e-3,
-    binary_search_weights=False, mixing="gumbel", budget_schedule=True,
+    binary_search_weights=False, mixing="partial", budget_schedule=True,
     warmup_fraction=budget.DEFAULT_WARMUP_FRACTION, kernel_quantizer=None, weight_decay=5e-6,
     train_learning_rate=None, train_channels=32, sources=_DEFAULTS_SOURCES,
     departures=("mixes BATS (temperature), BNAS (inter-cell skip, diversity) and AdamBNN "
                 "(optimizers, two stages) over the deployable `lce` space",
-                "searches one sampled op per edge (GDAS, §10) with a schedule scaled to the "
-                "run (bnas_tf.budget), so a search of minutes decides α"),
+                "searches every op on a quarter of the channels (PC-DARTS, §10) with a "
+                "schedule scaled to the run (bnas_tf.budget), so a search of minutes decides α"),
 )
 """bnas_tf's settings when no recipe is named (`get(None)`)."""
 

@@ -198,8 +198,9 @@ def _check_search_settings(c: SearchConfig) -> None:
     check_choice(c.mixing, "mixing", MIXING_MODES)
     if c.mixing == "partial" and c.channels % c.partial_channels:
         raise SettingError(f"{{0}} {c.partial_channels} must divide {{1}} {c.channels} (each "
-                           "mixed op of partial mixing runs on channels / K of them).",
-                           "partial_channels", "channels")
+                           "mixed op of partial mixing runs on channels / K of them): choose "
+                           f"{{1}} a multiple of {c.partial_channels}, another {{0}}, or {{2}} "
+                           "gumbel or all.", "partial_channels", "channels", "mixing")
     positive = ("learning_rate", "arch_learning_rate", "temperature", "tau")
     non_negative = ("arch_weight_decay", "diversity", "temperature_regularizer",
                     "mask_threshold", "mask_initial", "weight_mask_initial", "sparsity",

@@ -13,7 +13,7 @@ LIMIT=${LIMIT:-2000}
 bash scripts/cifar10.sh "$VENV/bin/python" "$DATA_DIR"
 rm -rf "$OUT"
 
-# Defaults: the lce space (every binary conv converts to LceBconv2d), single-path search
+# Defaults: the lce space (every binary conv converts to LceBconv2d), partial-channel search
 # with the budget-aware schedule (bnas_tf.budget), training width 32.
 "$VENV/bin/bnas-tf" search --dataset cifar10 --data-dir "$DATA_DIR" --limit "$LIMIT" \
   --layers 5 --channels 16 --epochs 3 --output "$OUT/search"

@@ -294,6 +294,9 @@ def test_run_training_checks_its_network_settings(tmp_path):
     (["--seed", "-1"], "Expected --seed in [0, 4294967295], got -1."),
     (["--mixing", "partial", "--partial-channels", "3"],
      "--partial-channels 3 must divide --channels 4"),
+    (["--channels", "18"], "--partial-channels 4 must divide --channels 18 (each mixed op of "
+                           "partial mixing runs on channels / K of them): choose --channels a "
+                           "multiple of 4, another --partial-channels, or --mixing gumbel or all."),
     (["--warmup-epochs", "1"], "--warmup-epochs 1 leaves none of the 1 epochs (--epochs) to "
                                "train α"),
     (["--validation-fraction", "1"], "Expected --validation-fraction < 1, got 1."),
