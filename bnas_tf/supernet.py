@@ -23,7 +23,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from bnas_tf import decision, ops
+from bnas_tf import decision, labels, ops
 from bnas_tf import regularizers as regularizers_lib
 from bnas_tf.distribute import num_replicas, scale_for_replicas
 from bnas_tf.errors import DataError
@@ -227,6 +227,7 @@ class SuperNet(tf.keras.Model):
         self.warmup_fraction = 0.0
         self.second_order = False
         self._arch_enabled = True
+        self._check_labels = False  # compile: class-index labels checked in each step
         self._loss_tracker = tf.keras.metrics.Mean(name="loss")
         self._arch_loss_tracker = tf.keras.metrics.Mean(name="arch_loss")
 
@@ -358,6 +359,7 @@ class SuperNet(tf.keras.Model):
         if arch_optimizer is None:
             arch_optimizer = tf.keras.optimizers.legacy.Adam(3e-4, beta_1=0.5, beta_2=0.999)
         super().compile(optimizer=optimizer, loss=_logit_loss(loss), metrics=metrics, **kwargs)
+        self._check_labels = labels.is_sparse_loss(_logit_loss(loss))
         self.arch_optimizer = tf.keras.optimizers.get(arch_optimizer)
         self.arch_regularizer = regularizers_lib.get(arch_regularizer)
         if self.arch_regularizer is not None and hasattr(self.arch_regularizer, "follow"):
@@ -490,6 +492,8 @@ class SuperNet(tf.keras.Model):
                 "SuperNet.fit expects batches ((x_train, y_train), (x_val, y_val)) from two "
                 "halves of the training data; build them with "
                 "bnas_tf.data.search_pairs(x, y, batch_size=...).") from None
+        if self._check_labels:  # bnas_tf.labels: a clear DataError, not the loss kernel's
+            y_t, y_v = labels.checked(self.num_classes, y_t, y_v)
         replicas = num_replicas()  # losses are shares of the global mean: report the mean
         if self._arch_enabled:
             self._arch_loss_tracker.update_state(self.arch_step(x_t, y_t, x_v, y_v) * replicas)
@@ -523,6 +527,8 @@ class SuperNet(tf.keras.Model):
     @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+        if self._check_labels:
+            (y,) = labels.checked(self.num_classes, y, where="validation batch")
         y_pred = self(x, training=False)
         loss = self.compiled_loss(y, y_pred, sample_weight)
         self._loss_tracker.update_state(loss * num_replicas())
@@ -531,7 +537,10 @@ class SuperNet(tf.keras.Model):
                                    if m is not self._arch_loss_tracker})
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
-        """`tf.keras.Model.fit` on `((x_train, y_train), (x_val, y_val))` batches."""
+        """`tf.keras.Model.fit` on `((x_train, y_train), (x_val, y_val))` batches.
+
+        Labels outside `[0, num_classes)` raise a DataError (`bnas_tf.labels`).
+        """
         if self.arch_optimizer is None:
             raise RuntimeError("Call SuperNet.compile(...) before fit().")
         if y is not None or not isinstance(x, tf.data.Dataset):
@@ -546,13 +555,16 @@ class SuperNet(tf.keras.Model):
             raise DataError(
                 "SuperNet.fit expects dataset elements ((x_train, y_train), (x_val, y_val)), "
                 f"got {spec}. Build them with bnas_tf.data.search_pairs(x, y, batch_size=...).")
+        if self._check_labels:
+            labels.check_fit_data(self.num_classes, x, kwargs.get("validation_data"))
         callbacks = [_SearchState(self), *(callbacks or [])]
         image = spec[0][0].shape[1:]
         if not self.built and image.is_fully_defined():
             with self.distribute_strategy.scope():
                 self(tf.zeros([1, *image]))
         self._create_optimizer_slots()
-        return super().fit(x, None, *args, callbacks=callbacks, **kwargs)
+        with labels.translate_errors(self.num_classes):
+            return super().fit(x, None, *args, callbacks=callbacks, **kwargs)
 
     def _create_optimizer_slots(self) -> None:
         """Create both optimizers' slot variables before the step is traced.

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
+from bnas_tf import labels
 from bnas_tf.data import checks
 from bnas_tf.data.core import ImageData, Split, StreamingData
 from bnas_tf.data.normalization import resolve_stats, stats_for_arrays
@@ -93,21 +94,21 @@ def make_dataset(
     if isinstance(data_or_x, StreamingData):
         data = _check_dataset_args(data_or_x, y, split)
         part = data.train if split == "train" else data.test
-        return _stream(
+        return labels.attach_label_range(_stream(
             part, data, batch_size=per_batch, shuffle=training, augment=augment, seed=seed,
             stats=resolve_stats(normalization or data, data.channels),
             size=size or data.image_size, style=_style(preprocessing, "imagenet"),
             drop_remainder=drop_remainder, shard=shard,
-        )
+        ), num_classes=data.num_classes)
     x, y, normalization = _arrays(data_or_x, y, split, num_classes, normalization)
     if training and len(np.unique(y)) < 2:
         log.warning("All %d training labels are %d: a single class trains nothing useful.",
                     len(y), y[0])
-    return _array_pipeline(
+    return labels.attach_label_range(_array_pipeline(
         x, y, batch_size=per_batch, shuffle=training, augment=augment, seed=seed,
         stats=stats_for_arrays(x, normalization), size=size,
         style=_style(preprocessing, "cifar"), drop_remainder=drop_remainder, shard=shard,
-    )
+    ), y, _classes(data_or_x, num_classes))
 
 
 def search_pairs(
@@ -146,7 +147,9 @@ def search_pairs(
         input_context: as in `make_dataset`.
 
     Returns:
-        A prefetched `tf.data.Dataset` of nested tuples.
+        A prefetched `tf.data.Dataset` of nested tuples, carrying the range of
+        its labels, which `SuperNet.fit` checks before its first step
+        (`bnas_tf.labels`).
 
     Raises:
         DataError: a half holds fewer than `batch_size` samples, or as in
@@ -165,6 +168,7 @@ def search_pairs(
         data = _check_dataset_args(x, y, "train")
         count = len(data.train)
     else:
+        num_classes = _classes(x, num_classes)
         x, y, normalization = _arrays(x, y, "train", num_classes, normalization)
         count = len(x)
     half = count // 2
@@ -199,7 +203,11 @@ def search_pairs(
             )
             for k, idx in enumerate((order[:half], order[half : 2 * half]))  # as before: unsorted
         ]
-    return tf.data.Dataset.zip(tuple(halves)).prefetch(tf.data.AUTOTUNE)
+    pairs = tf.data.Dataset.zip(tuple(halves)).prefetch(tf.data.AUTOTUNE)
+    # the label range SuperNet.fit checks against its num_classes before the first step
+    if isinstance(x, StreamingData):  # its labels are indices of its classes
+        return labels.attach_label_range(pairs, num_classes=data.num_classes)
+    return labels.attach_label_range(pairs, y[order[: 2 * half]], num_classes)
 
 
 def decoded_arrays(
@@ -281,6 +289,13 @@ def _arrays(data_or_x, y, split: str, num_classes: int | None, normalization):
     if len(x) == 0:
         raise DataError(f"No images in the {split} data: pass at least one image.")
     return x, y, normalization
+
+
+def _classes(data_or_x, num_classes: int | None) -> int | None:
+    """The class count of a dataset, or the `num_classes` given with arrays (checked)."""
+    if isinstance(data_or_x, ImageData):
+        return data_or_x.num_classes
+    return checks.check_num_classes(num_classes)
 
 
 def _seeds(seed: int) -> tf.data.Dataset:
