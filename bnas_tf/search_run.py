@@ -74,7 +74,7 @@ from bnas_tf.supernet import MIXING_MODES, SuperNet
 from bnas_tf.training import StopOnNonFinite, check_finite
 
 __all__ = ["SearchConfig", "SearchResult", "ResumeConflictError", "run_search", "build_supernet",
-           "INPUT_QUANTIZERS"]
+           "search_schedule", "apply_search_schedule", "search_space", "INPUT_QUANTIZERS"]
 
 INPUT_QUANTIZERS = ("ste_sign", "approx_sign", "swish_sign")
 """Activation binarizers a search can use (`--input-quantizer`)."""
@@ -285,25 +285,78 @@ def search_schedule(config: SearchConfig, steps_per_epoch: int) -> dict:
     return schedule
 
 
+def search_space(config: SearchConfig) -> SearchSpace:
+    """The `SearchSpace` a `SearchConfig` names (`space`, `nodes`, `input_quantizer`, ...).
+
+    Example:
+        >>> search_space(SearchConfig(recipe="bnas")).binary_search_weights
+        True
+    """
+    return SearchSpace.get(config.space, nodes=config.nodes,
+                           input_quantizer=config.input_quantizer,
+                           binary_search_weights=config.binary_search_weights)
+
+
 def build_supernet(config: SearchConfig, num_classes: int,
                    strategy: tf.distribute.Strategy | None = None,
-                   schedule: dict | None = None) -> SuperNet:
+                   schedule: dict | None = None, *,
+                   space: SearchSpace | None = None) -> SuperNet:
     """The compiled supernet a `SearchConfig` describes, built in `strategy`'s scope.
 
-    `schedule` (from `search_schedule`) overrides the architecture learning
-    rate and diversity τ. With `mixed_bfloat16`, this sets Keras' global
-    mixed-precision policy.
+    The one place a search's supernet is made: `run_search` (`bnas-tf
+    search`), the benchmarks and `bnas_tf.tuning.SearchHyperModel` call it,
+    so the method, mixing, partial channels, edge normalization, Gumbel τ,
+    temperature (or `anneal_from`), regularizers, both optimizers, warm-up
+    and second order all come from `config`. `schedule` (from
+    `search_schedule`) sets the architecture learning rate and diversity τ
+    (`apply_search_schedule`); without it they are the configured values.
+    `space` replaces the space `config` names (`search_space(config)`). With
+    `mixed_bfloat16`, this sets Keras' global mixed-precision policy.
+
+    Example:
+        >>> config = SearchConfig(epochs=2, channels=8, layers=2)
+        >>> net = build_supernet(config, 10, schedule=search_schedule(config, 40))
+        >>> (net.mixing, float(net.arch_optimizer.learning_rate))
+        ('partial', 0.04)
     """
     if config.mixed_bfloat16:
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     with distribute.get_strategy(strategy).scope():
-        return _build_supernet(config, num_classes, schedule or {})
+        net = _build_supernet(config, num_classes, space or search_space(config))
+        return apply_search_schedule(net, schedule) if schedule else net
 
 
-def _build_supernet(config: SearchConfig, num_classes: int, schedule: dict) -> SuperNet:
-    space = SearchSpace.get(config.space, nodes=config.nodes,
-                            input_quantizer=config.input_quantizer,
-                            binary_search_weights=config.binary_search_weights)
+def apply_search_schedule(net: SuperNet, schedule: dict) -> SuperNet:
+    """Give a compiled supernet the architecture learning rate and diversity τ of `schedule`.
+
+    What `build_supernet(..., schedule=...)` does after compiling; call it
+    yourself when the steps per epoch are known only later (the keras-tuner
+    hypermodel does, in `fit`). Keys missing from `schedule` leave their
+    setting alone. The train step is traced again at the next `fit` (τ is a
+    constant of the traced step).
+
+    Raises:
+        RuntimeError: `net` is not compiled.
+
+    Example:
+        >>> net = build_supernet(config, num_classes=10)
+        >>> apply_search_schedule(net, search_schedule(config, int(pairs.cardinality())))
+    """
+    if net.arch_optimizer is None:
+        raise RuntimeError("Compile the supernet (SuperNet.compile) before applying a schedule.")
+    if "arch_learning_rate" in schedule:
+        net.arch_optimizer.learning_rate = float(schedule["arch_learning_rate"])
+    if "tau" in schedule:
+        terms = net.arch_regularizer
+        terms = getattr(terms, "regularizers", [terms])  # a Combined holds several
+        for term in terms:
+            if isinstance(term, regularizers.Diversity):
+                term.tau = float(schedule["tau"])
+    net.train_function = None
+    return net
+
+
+def _build_supernet(config: SearchConfig, num_classes: int, space: SearchSpace) -> SuperNet:
     kwargs = {}
     if config.method == "hmnas":
         kwargs = {f"{level}_threshold": config.mask_threshold
@@ -319,15 +372,13 @@ def _build_supernet(config: SearchConfig, num_classes: int, schedule: dict) -> S
         gumbel_temperature=config.gumbel_temperature, **kwargs)
     terms = []
     if config.diversity:
-        terms.append(regularizers.Diversity(config.diversity,
-                                            tau=schedule.get("tau", config.tau)))
+        terms.append(regularizers.Diversity(config.diversity, tau=config.tau))
     if config.temperature_regularizer:
         terms.append(regularizers.Temperature(config.temperature_regularizer))
     net.compile(
         optimizer=tf.keras.optimizers.legacy.Adam(config.learning_rate),
         arch_optimizer=tf.keras.optimizers.legacy.Adam(
-            schedule.get("arch_learning_rate", config.arch_learning_rate),
-            beta_1=config.arch_beta_1, beta_2=config.arch_beta_2),
+            config.arch_learning_rate, beta_1=config.arch_beta_1, beta_2=config.arch_beta_2),
         metrics=["accuracy"],
         arch_regularizer=terms or None,
         arch_weight_decay=config.arch_weight_decay,

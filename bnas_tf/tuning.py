@@ -39,16 +39,24 @@ Example:
 
 Fix a hyperparameter by passing `hyperparameters=` with `hp.Fixed(name, value)`
 to the tuner (keras-tuner then never tunes it).
+
+A `SearchHyperModel` trial searches as `bnas-tf search` does: it builds its
+supernet with `bnas_tf.search_run.build_supernet` from a `SearchConfig` (the
+recipe's settings, the hypermodel's `search_settings` such as `mixing=` or
+`budget_schedule=`, and the trial's values) and applies the same budget
+schedule (`search_schedule`) for the steps and epochs it is given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
 import tensorflow as tf
 
-from bnas_tf import recipes, regularizers
+from bnas_tf import callbacks as callbacks_lib
+from bnas_tf import recipes, search_run
 from bnas_tf.builder import build_network
 from bnas_tf.genotype import Genotype
 from bnas_tf.search_space import SearchSpace
@@ -111,6 +119,24 @@ def _input_shape(dataset: tf.data.Dataset, pairs: bool) -> tuple[int, ...]:
     return tuple(images.shape[1:])
 
 
+_TUNED = ("temperature", "diversity", "tau", "learning_rate", "arch_learning_rate")
+"""`SearchConfig` fields `SearchHyperModel` tunes (besides `channels` and `layers`)."""
+
+_NOT_SEARCH_SETTINGS = ("dataset", "data_dir", "download", "limit", "batch_size", "augment",
+                        "validation_fraction", "data_seed", "epochs", "sync_batch_norm",
+                        "recipe", "space", "seed", "layers", "channels")
+"""`SearchConfig` fields that are the tuner's data, or arguments of their own."""
+
+_SPACE_SETTINGS = ("nodes", "input_quantizer", "binary_search_weights")
+
+
+def _steps_per_epoch(pairs: tf.data.Dataset, steps: int | None) -> int | None:
+    if steps:
+        return int(steps)
+    cardinality = int(pairs.cardinality())
+    return cardinality if cardinality > 0 else None
+
+
 class SearchHyperModel(_HyperModel):
     """A supernet per trial; `fit` searches, then trains the derived network.
 
@@ -118,10 +144,22 @@ class SearchHyperModel(_HyperModel):
     `diversity` (λ): 0–2, 1.0; `tau` (τ, epochs): 1–20 log, 7.7;
     `learning_rate`: 1e-4–1e-2 log, 1e-3; `arch_learning_rate`: 1e-4–1e-2
     log, 3e-4; `channels` and `layers`: the given choices. With `recipe`,
-    the defaults are the recipe's, and so are the search method (supernet
-    class), the cell template, search-time weight binarization, the α
-    optimizer's β and weight decay, the temperature regularizer and the
-    derived network's training settings (`bnas_tf.recipes`).
+    the defaults are the recipe's.
+
+    A trial searches as `bnas-tf search` does: its hyperparameter values,
+    the recipe's settings and the `search_settings` make a
+    `bnas_tf.search_run.SearchConfig` (`search_config(hp)`), and
+    `bnas_tf.search_run.build_supernet` builds the supernet from it. So the
+    search method, mixing (the recipe's: `partial` without one), partial
+    channels, edge normalization, cell template, search-time weight
+    binarization, the α optimizer's β and weight decay, the temperature
+    regularizer and the warm-up fraction are those of `bnas-tf search`; and
+    `fit`, which knows the steps per epoch (the dataset's cardinality, or
+    `steps_per_epoch`) and `epochs`, gives the supernet the budget schedule
+    (`search_schedule`: architecture learning rate `max(lr_α, decision · T /
+    N)`, τ scaled by epochs / 50) that `run_search` gives a search of that
+    size. The tuned `arch_learning_rate` and `tau` are the schedule's base
+    values, as `--arch-learning-rate` and `--tau` are.
 
     `fit(hp, model, pairs, validation_data=..., epochs=..., callbacks=...)`
     takes what `tuner.search` gets: `pairs` from `bnas_tf.data.search_pairs`
@@ -132,15 +170,23 @@ class SearchHyperModel(_HyperModel):
     rounds), derives the genotype, builds the derived network
     (`derived_layers` × `derived_channels`, default: the supernet's) and
     trains it with `train_two_stage` on the training halves of `pairs` for
-    `derived_epochs`. It returns `{"derived_val_accuracy", "derived_val_loss",
-    "search_val_accuracy"}`, all on `validation_data`; use
-    `objective=SearchHyperModel.objective()`.
+    `derived_epochs`, with the recipe's training settings. It returns
+    `{"derived_val_accuracy", "derived_val_loss", "search_val_accuracy"}`,
+    all on `validation_data`; use `objective=SearchHyperModel.objective()`.
     The tuner's saved "best model" is a supernet: read the winning genotype
-    from a new search with `get_best_hyperparameters()`.
+    from a new search with `get_best_hyperparameters()`, e.g.
+    `run_search(hypermodel.search_config(best, epochs=50), "RUN")` (set the
+    data fields of the config too).
+
+    Example:
+        >>> hypermodel = SearchHyperModel(recipe="bats", num_classes=10, channels=(12, 24))
+        >>> SearchHyperModel(num_classes=10, mixing="gumbel", budget_schedule=False)
 
     Args:
         space: search space (name, config or `SearchSpace`); default: the
-            recipe's (`lce` without a recipe).
+            recipe's (`lce` without a recipe). A name is read with the
+            `nodes`, `input_quantizer` and `binary_search_weights` settings
+            (default: the recipe's), as `SearchConfig.space`.
         recipe: a `bnas_tf.recipes` name (None: bnas_tf's defaults).
         num_classes: classifier outputs.
         channels: supernet widths to choose from (an int fixes it).
@@ -150,9 +196,18 @@ class SearchHyperModel(_HyperModel):
         derived_layers, derived_channels: derived network size (None: the
             supernet's).
         seed: seed of α and of the derived network's initialization.
+        name, tunable: as `keras_tuner.HyperModel`.
+        **search_settings: other `SearchConfig` fields, overriding the
+            recipe's: `mixing`, `partial_channels`, `edge_normalization`,
+            `gumbel_temperature`, `budget_schedule`, `decision`,
+            `warmup_fraction`, `warmup_epochs`, `method`, `cell_skip`,
+            `anneal_from`, `temperature_regularizer`, `second_order`, ...
+            Not the tuned ones (fix those with `hp.Fixed`) nor the data's.
 
     Raises:
         ImportError: keras-tuner is not installed.
+        ValueError: a bad argument or setting, e.g. a width that
+            `partial_channels` does not divide, naming it.
     """
 
     def __init__(self, space: SearchSpace | str | dict | None = None, *,
@@ -160,20 +215,82 @@ class SearchHyperModel(_HyperModel):
                  channels: int | Sequence[int] = (8, 16, 32), layers: int | Sequence[int] = (5, 8),
                  search_epochs: int = 10, derived_epochs: int | Sequence[int] = (1, 1),
                  derived_layers: int | None = None, derived_channels: int | None = None,
-                 seed: int = 0, **kwargs):
+                 seed: int = 0, name: str | None = None, tunable: bool = True,
+                 **search_settings):
         _keras_tuner()
-        super().__init__(**kwargs)
+        super().__init__(name=name, tunable=tunable)
         self.recipe = recipes.get(recipe)
-        if space is None or isinstance(space, str):  # a named space searches as the recipe says
-            space = SearchSpace.get(space or self.recipe.space,
-                                    binary_search_weights=self.recipe.binary_search_weights)
-        self.space = SearchSpace.get(space)
+        self._recipe_id = recipe if recipe is None or isinstance(recipe, str) else self.recipe
         self.num_classes = _choices("num_classes", num_classes)[0]
         self.channels, self.layers = _choices("channels", channels), _choices("layers", layers)
         self.search_epochs = _choices("search_epochs", search_epochs)[0]
         self.derived_epochs = _stages("derived_epochs", derived_epochs)
         self.derived_layers, self.derived_channels = derived_layers, derived_channels
         self.seed = seed
+        self.search_settings = self._check_settings(search_settings, named=(
+            space is None or isinstance(space, str)))
+        self._space_name = space if isinstance(space, str) else self.recipe.space
+        # every width and depth choice must make a valid search (e.g. partial_channels | width)
+        for width in self.channels:
+            for depth in self.layers:
+                template = self._config({}, channels=width, layers=depth)
+        # a SearchSpace (or config) is searched as given; a name as SearchConfig reads it
+        self._space = (None if space is None or isinstance(space, str)
+                       else SearchSpace.get(space))
+        self.space = self._space or search_run.search_space(template)
+
+    def _check_settings(self, settings: dict, named: bool) -> dict:
+        known = {f.name for f in dataclasses.fields(search_run.SearchConfig)}
+        for key in settings:
+            if key in _TUNED:
+                raise ValueError(f"SearchHyperModel tunes {key!r}: fix it with "
+                                 f"hyperparameters=kt.HyperParameters() and hp.Fixed({key!r}, "
+                                 "value) in the tuner, instead of passing it as a setting.")
+            if key in _NOT_SEARCH_SETTINGS or key not in known:
+                allowed = sorted(known - set(_TUNED) - set(_NOT_SEARCH_SETTINGS))
+                raise ValueError(f"Unknown search setting {key!r} for SearchHyperModel; "
+                                 f"expected one of {allowed} (the data and epochs are the "
+                                 "tuner's; space, recipe, seed, channels and layers are "
+                                 "arguments).")
+            if key in _SPACE_SETTINGS and not named:
+                raise ValueError(f"{key!r} describes a named space; with a SearchSpace "
+                                 "object, set it on the space instead.")
+        return dict(settings)
+
+    def _config(self, tuned: dict, *, channels: int, layers: int,
+                epochs: int | None = None) -> search_run.SearchConfig:
+        return search_run.SearchConfig(
+            recipe=self._recipe_id, space=self._space_name, channels=channels, layers=layers,
+            epochs=epochs or self.search_epochs, seed=self.seed,
+            **self.search_settings, **tuned)
+
+    def search_config(self, hp, *, epochs: int | None = None) -> search_run.SearchConfig:
+        """The `SearchConfig` a trial with hyperparameters `hp` searches with.
+
+        Declares the hyperparameters in `hp` (as `build` does) on first use.
+        `epochs`: the search's (default `search_epochs`). Its data fields
+        (`dataset`, `data_dir`, ...) are `SearchConfig`'s defaults: the
+        tuner's data are what it is given. With a `SearchSpace` object, the
+        object is searched, whatever `space` the config names.
+
+        Example:
+            >>> config = hypermodel.search_config(tuner.get_best_hyperparameters()[0])
+            >>> config.mixing, config.temperature
+            ('partial', 0.2)
+        """
+        layers = _int_hp(hp, "layers", self.layers, 5)  # the order of earlier versions
+        channels = _int_hp(hp, "channels", self.channels, 16)
+        defaults = self._config({}, channels=channels, layers=layers)
+        tuned = {
+            "temperature": hp.Float("temperature", 0.05, 1.0, sampling="log",
+                                    default=defaults.temperature),
+            "diversity": hp.Float("diversity", 0.0, 2.0, default=defaults.diversity),
+            "tau": hp.Float("tau", 1.0, 20.0, sampling="log", default=defaults.tau),
+            "learning_rate": hp.Float("learning_rate", 1e-4, 1e-2, sampling="log",
+                                      default=defaults.learning_rate),
+            "arch_learning_rate": hp.Float("arch_learning_rate", 1e-4, 1e-2, sampling="log",
+                                           default=defaults.arch_learning_rate)}
+        return self._config(tuned, channels=channels, layers=layers, epochs=epochs)
 
     @staticmethod
     def objective():
@@ -181,29 +298,13 @@ class SearchHyperModel(_HyperModel):
         return _keras_tuner().Objective(DERIVED_OBJECTIVE, direction="max")
 
     def build(self, hp) -> SuperNet:
-        r = self.recipe
-        net = recipes.supernet_class(r.method)(
-            self.space, num_classes=self.num_classes,
-            layers=_int_hp(hp, "layers", self.layers, 5),
-            channels=_int_hp(hp, "channels", self.channels, 16),
-            temperature=hp.Float("temperature", 0.05, 1.0, sampling="log",
-                                 default=r.temperature),
-            cell_skip=r.cell_skip, seed=self.seed)
-        diversity = hp.Float("diversity", 0.0, 2.0, default=r.diversity)
-        tau = hp.Float("tau", 1.0, 20.0, sampling="log", default=r.tau)
-        terms = [regularizers.Diversity(diversity, tau=tau)] if diversity else []
-        if r.temperature_regularizer:
-            terms.append(regularizers.Temperature(r.temperature_regularizer))
-        net.compile(
-            optimizer=tf.keras.optimizers.legacy.Adam(
-                hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=r.learning_rate)),
-            arch_optimizer=tf.keras.optimizers.legacy.Adam(
-                hp.Float("arch_learning_rate", 1e-4, 1e-2, sampling="log",
-                         default=r.arch_learning_rate),
-                beta_1=r.arch_beta_1, beta_2=r.arch_beta_2),
-            arch_regularizer=terms or None, arch_weight_decay=r.arch_weight_decay,
-            metrics=["accuracy"])
-        return net
+        """The compiled supernet of `search_config(hp)` (`search_run.build_supernet`).
+
+        Its architecture learning rate and τ are the configured ones until
+        `fit` applies the budget schedule.
+        """
+        return search_run.build_supernet(self.search_config(hp), self.num_classes,
+                                         space=self._space)
 
     def fit(self, hp, model: SuperNet, pairs: tf.data.Dataset, *, validation_data=None,
             epochs: int | None = None, callbacks=None, verbose: int = 0, **kwargs) -> dict:
@@ -212,9 +313,25 @@ class SearchHyperModel(_HyperModel):
                              "on which the derived network is scored; pass "
                              "tuner.search(pairs, validation_data=...) with the held-out part "
                              "of bnas_tf.data.holdout(data).")
-        history = model.fit(pairs, epochs=epochs or self.search_epochs,
-                            validation_data=validation_data, callbacks=callbacks,
-                            verbose=verbose, **kwargs)
+        epochs = epochs or self.search_epochs
+        config = self.search_config(hp, epochs=epochs)
+        steps = _steps_per_epoch(pairs, kwargs.get("steps_per_epoch"))
+        if steps is None:
+            log.warning("The search pairs have no known length: the trial searches without "
+                        "the budget schedule (pass steps_per_epoch to tuner.search).")
+        else:  # as run_search: the schedule of this many steps and epochs
+            schedule = search_run.search_schedule(config, steps)
+            search_run.apply_search_schedule(model, schedule)
+            log.info("Trial search schedule: %d steps per epoch, %d warm-up steps, "
+                     "architecture learning rate %.3g, diversity tau %.3g epochs",
+                     steps, schedule["warmup_steps"], schedule["arch_learning_rate"],
+                     schedule["tau"])
+        callbacks = list(callbacks or [])
+        if config.anneal_from:  # as run_search
+            callbacks.insert(0, callbacks_lib.TemperatureScheduler.anneal(
+                config.anneal_from, config.temperature, epochs))
+        history = model.fit(pairs, epochs=epochs, validation_data=validation_data,
+                            callbacks=callbacks, verbose=verbose, **kwargs)
         genotype = model.genotype()
         with model.distribute_strategy.scope():
             derived = build_network(

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import bnas_tf as bn
 from bnas_tf import tuning
+from bnas_tf.search_run import SearchConfig, build_supernet, search_schedule
 
 kt = pytest.importorskip("keras_tuner")
 
@@ -99,6 +100,101 @@ def test_hypermodels_read_the_recipe():
     train = tuning.TrainHyperModel(tiny_genotype(), recipe="adambnn", num_classes=4,
                                    input_shape=IMAGE, channels=4, layers=2)
     assert train.kernel_quantizer == "magnitude_aware_sign"
+
+
+def fake_two_stage(model, train_ds, val_ds, *, test_ds, **kwargs):
+    score = {"accuracy": 0.5, "loss": 1.0}
+    return bn.TwoStageResult(model, model, {}, {"stage1": score, "stage2": score})
+
+
+@pytest.mark.parametrize("recipe, mixing", [(None, "partial"), ("bats", "all"),
+                                            ("hmnas", "all")])
+def test_search_trial_builds_the_supernet_bnas_tf_search_builds(recipe, mixing):
+    """A trial's supernet is `search_run.build_supernet`'s for the same SearchConfig: the
+    recipe's mixing (bnas_tf.recipes.DEFAULTS: partial) and every other search setting."""
+    space = bn.SearchSpace(OPS, nodes=2)
+    hypermodel = tuning.SearchHyperModel(space, recipe=recipe, num_classes=4, channels=4,
+                                         layers=2)
+    hp = kt.HyperParameters()
+    net = hypermodel.build(hp)
+    config = hypermodel.search_config(hp)
+    defaults = bn.recipes.get(recipe)
+    assert net.mixing == config.mixing == mixing
+    assert (config.mixing, config.warmup_fraction, config.budget_schedule) == (
+        defaults.mixing, defaults.warmup_fraction, defaults.budget_schedule)
+    reference = build_supernet(SearchConfig(recipe=recipe, channels=4, layers=2), 4,
+                               space=space)
+    assert type(net) is type(reference)
+    assert {**net.get_config(), "name": None} == {**reference.get_config(), "name": None}
+    for setting in ("warmup_fraction", "warmup_epochs", "arch_weight_decay", "second_order"):
+        assert getattr(net, setting) == getattr(reference, setting), setting
+    assert net.arch_optimizer.get_config() == reference.arch_optimizer.get_config()
+    assert (bn.regularizers.serialize(net.arch_regularizer)
+            if net.arch_regularizer else None) == (
+        bn.regularizers.serialize(reference.arch_regularizer)
+        if reference.arch_regularizer else None)
+
+
+def test_search_trial_gets_the_budget_schedule_of_run_search(monkeypatch):
+    """`fit` knows the steps per epoch and epochs: the trial's α learning rate, diversity τ and
+    warm-up are those `run_search` would use for a search of that size."""
+    monkeypatch.setattr(tuning, "train_two_stage", fake_two_stage)
+    pairs, val = tiny_pairs()
+    steps, epochs = int(pairs.cardinality()), 2
+    schedule = search_schedule(SearchConfig(epochs=epochs, channels=4, layers=2), steps)
+    assert schedule["arch_learning_rate"] > 3e-4 and schedule["tau"] < 7.7  # scaled
+    hypermodel = tuning.SearchHyperModel(bn.SearchSpace(OPS, nodes=2), num_classes=4,
+                                         channels=4, layers=2, search_epochs=5)
+    hp = kt.HyperParameters()
+    net = hypermodel.build(hp)
+    arch_steps = []
+
+    class Record(tf.keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            arch_steps.append(net._arch_enabled)
+
+    hypermodel.fit(hp, net, pairs, validation_data=val, epochs=epochs, callbacks=[Record()])
+    assert float(net.arch_optimizer.learning_rate) == pytest.approx(
+        schedule["arch_learning_rate"])
+    (diversity,) = [r for r in getattr(net.arch_regularizer, "regularizers",
+                                       [net.arch_regularizer])
+                    if isinstance(r, bn.regularizers.Diversity)]
+    assert diversity.tau == pytest.approx(schedule["tau"])
+    assert len(arch_steps) == schedule["total_steps"]
+    assert arch_steps.count(False) == schedule["warmup_steps"] >= 1  # weight steps first
+
+
+def test_search_hypermodel_honours_search_settings():
+    hypermodel = tuning.SearchHyperModel(
+        bn.SearchSpace(OPS, nodes=2), num_classes=4, channels=4, layers=2, name="tuned",
+        mixing="gumbel", gumbel_temperature=(5.0, 0.5), budget_schedule=False,
+        warmup_fraction=0.0, temperature_regularizer=0.5)
+    hp = kt.HyperParameters()
+    net = hypermodel.build(hp)
+    assert hypermodel.name == "tuned"
+    assert (net.mixing, net.gumbel_temperature, net.warmup_fraction) == ("gumbel", (5.0, 0.5),
+                                                                         0.0)
+    assert any(isinstance(r, bn.regularizers.Temperature)
+               for r in net.arch_regularizer.regularizers)
+    config = hypermodel.search_config(hp, epochs=2)
+    assert search_schedule(config, 2)["arch_learning_rate"] == hp.get("arch_learning_rate")
+    partial = tuning.SearchHyperModel(num_classes=4, channels=(4, 8), layers=2,
+                                      partial_channels=2, nodes=2)
+    net = partial.build(kt.HyperParameters())
+    assert (net.mixing, net.partial_channels, net.space.nodes) == ("partial", 2, 2)
+    assert partial.space.nodes == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"temperature": 0.5}, r"hp\.Fixed\('temperature'"),
+    ({"epochs": 3}, "Unknown search setting 'epochs'"),
+    ({"mixng": "all"}, "Unknown search setting 'mixng'"),
+    ({"channels": 6}, "partial_channels"),  # partial mixing: 4 must divide every width
+    ({"space": bn.SearchSpace(OPS, nodes=2), "nodes": 3}, "named space"),
+])
+def test_bad_search_settings_fail_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tuning.SearchHyperModel(**{"num_classes": 4, "layers": 2, **kwargs})
 
 
 def test_search_hypermodel_with_random_search_scores_the_derived_network(tmp_path):
