@@ -122,10 +122,8 @@ def check_output_dir(path: str | os.PathLike, *, marker: str, kind: str,
                                     "without --resume to start one.")
     elif path.is_dir():
         if (path / marker).exists():
-            raise FileExistsError(
-                f"{path} already holds a {kind}. "
-                + ("Pass --resume to continue it, or choose another --output."
-                   if kind == "search" else "Choose another --output, or delete it first."))
+            raise FileExistsError(f"{path} already holds a {kind}. Pass --resume to continue "
+                                  "it, or choose another --output.")
         try:
             entries = sorted(p.name for p in path.iterdir())
         except OSError as error:

@@ -1,4 +1,4 @@
-"""Keep TensorFlow's C++ start-up lines off stderr (run by `bnas_tf/__init__` before TensorFlow).
+"""Keep TensorFlow's C++ start-up lines off stderr (run by the command lines before TensorFlow).
 
 Importing TensorFlow prints lines that do not concern a user of a CPU
 machine, and every `bnas-tf` command printed them before its own output:
@@ -26,6 +26,14 @@ user should see:
 
 The dropped lines are kept in `hidden_lines()`; `bnas-tf --verbose` prints
 them.
+
+Only the command-line entry points call `import_tensorflow` (`bnas_tf.cli`,
+`export/to_tflite.py`), before anything imports TensorFlow: `import bnas_tf`
+in a user's program leaves stderr, the logging level and the devices alone.
+
+Example:
+    >>> from bnas_tf import _startup       # imports no TensorFlow
+    >>> _startup.import_tensorflow()       # now TensorFlow, quietly
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@
     bnas-tf train --baseline quicknet --dataset cifar10 ... --output TRAIN_QUICKNET
     bnas-tf train --genotype RUN/genotype.json --image-size 224 --stem imagenet ...
     bnas-tf search ... --strategy mirrored        # all local GPUs (README "Scaling out")
+    bnas-tf export TRAIN/model.keras --output model.tflite --verify 1000 \\
+        --dataset cifar10 --data-dir DIR          # as export/to_tflite.py
+    bnas-tf --version
 
 Settings that a recipe sets default to the recipe's value (`--recipe`), else
 to bnas_tf's defaults (`bnas_tf.recipes.DEFAULTS`); a flag given on the
@@ -21,7 +24,8 @@ network built and the output directory checked first (see README, "Bad
 input"). `--resume` keeps the stored settings; a flag given with another value
 is an error naming it and both values. TensorFlow's C++ start-up lines are
 hidden unless `--verbose` (or TF_CPP_MIN_LOG_LEVEL is set; see
-`bnas_tf._startup`).
+`bnas_tf._startup`): importing this module imports TensorFlow with them kept
+off stderr (`import bnas_tf` alone does not import TensorFlow).
 """
 
 from __future__ import annotations
@@ -31,12 +35,17 @@ import logging
 import sys
 import traceback
 
-import bnas_tf  # noqa: F401  (selects Keras 2 and quiets TensorFlow's start-up before it loads)
-from bnas_tf import _startup, recipes
-from bnas_tf import data as data_lib
-from bnas_tf.budget import DEFAULT_DECISION
-from bnas_tf.errors import NonFiniteError
-from bnas_tf.search_space import SearchSpace
+import bnas_tf  # selects Keras 2; imports no TensorFlow
+from bnas_tf import _startup
+
+_startup.import_tensorflow()  # first: TensorFlow's C++ start-up lines stay off stderr
+
+# isort: split
+from bnas_tf import data as data_lib  # noqa: E402
+from bnas_tf import recipes  # noqa: E402
+from bnas_tf.budget import DEFAULT_DECISION  # noqa: E402
+from bnas_tf.errors import NonFiniteError  # noqa: E402
+from bnas_tf.search_space import SearchSpace  # noqa: E402
 
 __all__ = ["main", "build_parser", "search_config", "train_config", "given_flags"]
 
@@ -243,11 +252,29 @@ def _add_train(sub) -> None:
 
     p = sub.add_parser("train", help="train a genotype's network, or a baseline, in two stages",
                        formatter_class=_HelpFormatter)
-    network = p.add_mutually_exclusive_group(required=True)
+    network = p.add_mutually_exclusive_group()  # one is required unless --resume (below)
     network.add_argument("--genotype", help="genotype.json from `bnas-tf search`")
     network.add_argument("--baseline", choices=baselines.names(),
                          help="a published binary network instead (bnas_tf.baselines)")
-    p.add_argument("--output", required=True, help="run directory (model/, metrics.json)")
+    p.add_argument("--output", required=True,
+                   help="run directory (model.keras, metrics.json, checkpoints/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the training run in --output after its last checkpointed "
+                        "epoch (a finished stage 1 is not trained again), with its stored "
+                        "settings (a flag given with another value is an error; --epochs may "
+                        "grow, --data-dir may change)")
+    parse_known_args = p.parse_known_args
+
+    def parse_with_network(args=None, namespace=None):
+        namespace, extras = parse_known_args(args, namespace)
+        # "resume" is absent only when given_flags parses without defaults
+        if getattr(namespace, "resume", True) is False and namespace.genotype is None \
+                and namespace.baseline is None:
+            p.error("one of the arguments --genotype --baseline is required (--resume takes "
+                    "the stored one)")
+        return namespace, extras
+
+    p.parse_known_args = parse_with_network
     _add_data_arguments(p)
     _add_recipe_argument(p)
     p.add_argument("--layers", type=int, default=8, help="cells (genotype networks)")
@@ -288,10 +315,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log debug messages, TensorFlow's start-up lines and the traceback "
                              "of an error")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the versions of bnas-tf and of the stack it runs on")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_search(sub)
     _add_train(sub)
+    _add_export(sub)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: one unwrapped line on stdout, then exit 0."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    """`bnas-tf X (tensorflow X, tf-keras X, larq X, larq-compute-engine X)`, from metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    stack = ", ".join(f"{name} {installed(name)}" for name in
+                      ("tensorflow", "tf-keras", "larq", "larq-compute-engine"))
+    return f"bnas-tf {bnas_tf.__version__} ({stack})"
+
+
+def _add_export(sub) -> None:
+    from bnas_tf.export import command
+
+    p = sub.add_parser("export", help="convert a trained model to an LCE TFLite flatbuffer, "
+                                      "with checks (as export/to_tflite.py)",
+                       formatter_class=_HelpFormatter,
+                       description="Exit codes: 0 written; 1 refused (a check failed) or the "
+                                   "conversion failed; 2 bad input.")
+    command.add_arguments(p)
 
 
 def search_config(args: argparse.Namespace):
@@ -307,7 +375,7 @@ def train_config(args: argparse.Namespace):
     from bnas_tf.train_run import TrainConfig
 
     return TrainConfig(**{k: v for k, v in vars(args).items()
-                          if k not in ("command", "output", "verbose", "strategy")})
+                          if k not in ("command", "output", "resume", "verbose", "strategy")})
 
 
 def given_flags(argv: list[str]) -> set[str]:
@@ -373,7 +441,8 @@ def _search(args, argv) -> int:
 def _train(args, argv) -> int:
     from bnas_tf.train_run import run_training
 
-    result = run_training(train_config(args), args.output,
+    result = run_training(train_config(args), args.output, resume=args.resume,
+                          given=given_flags(argv) if args.resume else None,
                           verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
     metrics = result.metrics
     for stage in ("stage1", "stage2"):
@@ -387,8 +456,14 @@ def _train(args, argv) -> int:
           f"{metrics['test_accuracy']:.4f} ({metrics['test_images']} test images)")
     print(f"{metrics['params']:,} parameters; reloaded model's max |logit difference| "
           f"on a test batch: {metrics['reload_max_abs_diff']:.3g}")
-    print(f"trained in {result.seconds:.0f} s; model: {result.output_dir / 'model'}")
+    print(f"trained in {result.seconds:.0f} s; model: {result.model_path}")
     return 0
+
+
+def _export(args, argv) -> int:
+    from bnas_tf.export import command
+
+    return command.run(args)
 
 
 def _message(error: BaseException, command: str) -> str:
@@ -411,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("tensorflow").propagate = False
     if args.verbose:
         sys.stderr.writelines(_startup.hidden_lines())
-    commands = {"search": _search, "train": _train}
+    commands = {"search": _search, "train": _train, "export": _export}
     try:
         return commands[args.command](args, argv)
     except _USER_ERRORS as error:
@@ -422,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(f"bnas-tf {args.command}: interrupted; "
-              + ("finished epochs are saved (continue with --resume)" if args.command == "search"
-                 else "nothing was saved"), file=sys.stderr)
+              + ("finished epochs are saved (continue with --resume)"
+                 if args.command in ("search", "train") else "nothing was saved"),
+              file=sys.stderr)
         return 130
 
 

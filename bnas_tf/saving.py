@@ -14,10 +14,17 @@ from pathlib import Path
 import larq as lq
 import tensorflow as tf
 
-from bnas_tf import layers as _layers  # noqa: F401  (registers bnas_tf layers)
+# every module that registers Keras classes: a .keras file names them, and `import bnas_tf`
+# imports none of them until used
+from bnas_tf import baselines as _baselines  # noqa: F401
+from bnas_tf import conv_layers as _conv_layers  # noqa: F401
+from bnas_tf import hmnas as _hmnas  # noqa: F401
+from bnas_tf import layers as _layers  # noqa: F401
+from bnas_tf import masks as _masks  # noqa: F401
 from bnas_tf import ops as _ops  # noqa: F401
 from bnas_tf import regularizers as _regularizers  # noqa: F401
 from bnas_tf import supernet as _supernet  # noqa: F401
+from bnas_tf import training as _training  # noqa: F401
 from bnas_tf.errors import ModelFileError
 
 __all__ = ["load_model", "custom_objects"]

@@ -1,15 +1,34 @@
-"""A complete two-stage training run of a searched genotype or a baseline, written to a directory.
+"""A complete, resumable two-stage training run of a searched genotype or a baseline.
 
 `run_training` is what `bnas-tf train` does. The output directory gets:
 
-* `model/`        – the trained binary network (SavedModel; `bn.load_model`),
+* `model.keras`   – the trained binary network (`bn.load_model`), written
+  atomically at the end of the run,
 * `metrics.json`  – per stage and epoch: losses, accuracies, `val_*` on the
   held-out validation split, FF-ratio, C2I-ratio, learning rate; the test
   accuracy after each stage (`stageN.test`); at the top level the final
   network's `val_accuracy`/`val_loss` (held-out split) and
   `test_accuracy`/`test_loss` (test split),
-* `config.json`   – the run's settings,
+* `config.json`   – the run's settings (they win on `resume`),
+* `checkpoints/stage1`, `checkpoints/stage2` – weights, optimizer state and
+  the logs of every finished epoch (`bnas_tf.train_checkpoints`),
 * `logs/stage1`, `logs/stage2` – TensorBoard event files.
+
+Resuming (`bnas-tf train --output TRAIN --resume`, `run_training(...,
+resume=True)`): a run that was interrupted (Ctrl-C), killed or crashed goes on
+after its newest checkpoint, so it loses at most the epoch it was in. A
+finished stage 1 is restored, not trained again. The data split, the seeds,
+the order of the images in each epoch and the learning-rate schedule (linear
+decay over each stage, continued from the restored optimizer step) are those
+of an uninterrupted run: with the same settings it ends with the same weights
+and `metrics.json` (every epoch of both stages, those before the interruption
+included). The stored `config.json` wins: a setting given with another value
+is a `ResumeConflictError` naming it and both values, except `epochs`, which
+may grow (not shrink; stage 1 only while stage 2 has not begun; a larger
+count stretches the current stage's decay from the resume point on), and
+`data_dir`, `download`, `sync_batch_norm`. A run whose stages have all
+finished is evaluated and saved again. TensorBoard gets new event files for
+the resumed epochs; an epoch lost to a kill may appear twice there.
 
 Data: `validation_fraction` of each class's training images (default 10 %,
 seeded by `seed`; `bnas_tf.data.holdout`) is held out for `val_*`; the
@@ -18,19 +37,24 @@ each stage, for the reported accuracy.
 
 Before anything is written, the settings (at construction), the genotype,
 the data, the network and the output directory are checked; a run that fails
-afterwards (e.g. a loss that became NaN, `bnas_tf.errors.NonFiniteError`, or
-an interruption) removes what it wrote.
+afterwards (e.g. a loss that became NaN, `bnas_tf.errors.NonFiniteError`)
+removes what it wrote, unless it was resumed (then it keeps its finished
+epochs). An interruption (`KeyboardInterrupt`) keeps the checkpoints, for
+`resume`.
 
 Under a distribution strategy (`bnas_tf.distribute`) the network is built in
 its scope, `batch_size` is the global batch, and in a multi-worker run only
-the chief writes `output_dir` (other workers save into temporary folders).
+the chief writes `output_dir` (other workers save into temporary folders;
+resuming reads the chief's checkpoints, so `output_dir` must be shared).
 With more than one replica, each epoch drops its last partial training batch:
 TensorFlow 2.21 crashes (heap corruption) on a partial batch split over the
 replicas of these networks.
 
 Example:
-    >>> result = run_training(TrainConfig(genotype="RUN/genotype.json", data_dir="data",
-    ...                                   epochs=(2, 2), limit=2000), "TRAIN")
+    >>> config = TrainConfig(genotype="RUN/genotype.json", data_dir="data", epochs=(2, 2),
+    ...                      limit=2000)
+    >>> result = run_training(config, "TRAIN")
+    >>> result = run_training(config, "TRAIN", resume=True)  # after Ctrl-C, a kill or a crash
     >>> result = run_training(TrainConfig(baseline="quicknet", data_dir="data",
     ...                                   epochs=(2, 2), limit=2000), "TRAIN_QUICKNET")
 """
@@ -44,6 +68,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +91,20 @@ from bnas_tf.errors import NonFiniteError
 from bnas_tf.flips import ChangeToInitRatio, FlipFlopRatio
 from bnas_tf.genotype import Genotype
 from bnas_tf.saving import load_model
+from bnas_tf.search_run import ResumeConflictError
 from bnas_tf.search_space import warn_if_not_deployable
 from bnas_tf.supernet import reduction_indices
+from bnas_tf.train_checkpoints import TrainingCheckpoints
 from bnas_tf.training import check_finite, train_two_stage
 
-__all__ = ["TrainConfig", "TrainResult", "run_training", "save_model_atomically"]
+__all__ = ["TrainConfig", "TrainResult", "TrainResumeConflictError", "run_training",
+           "save_model_atomically", "given_settings", "MODEL_FILE"]
+
+MODEL_FILE = "model.keras"
+"""The trained network in a training run's directory (`TRAIN/model.keras`)."""
+
+_RESUME_MAY_CHANGE = ("data_dir", "download", "sync_batch_norm")
+"""Settings a resumed run may change: where the same data is, how replicas share work."""
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +170,19 @@ class TrainConfig:
                 setattr(self, key, value)
         _check_train_settings(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """The config a `config.json` holds (unknown settings are a ValueError).
+
+        Example:
+            >>> TrainConfig.from_dict(json.loads(Path("TRAIN/config.json").read_text()))
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown training settings {unknown}; known: {sorted(known)}.")
+        return cls(**values)
+
 
 KERNEL_QUANTIZERS = ("ste_sign", "magnitude_aware_sign")
 """Stage-2 weight binarizers of `bnas-tf train` (`--kernel-quantizer`)."""
@@ -175,22 +222,62 @@ def _check_train_settings(c: TrainConfig) -> None:
 
 @dataclasses.dataclass
 class TrainResult:
+    """What `run_training` produced: the trained network, `metrics.json`'s contents, where."""
+
     model: tf.keras.Model
     metrics: dict
     output_dir: Path
     seconds: float
+    model_path: Path | None = None
+
+
+class TrainResumeConflictError(ResumeConflictError):
+    """`resume` with settings that differ from the stored training run's.
+
+    Attributes:
+        path: the stored `config.json`.
+        conflicts: `(setting, stored value, given value)` triples.
+        notes: why a conflict is one, per setting (`epochs`).
+    """
+
+    def __init__(self, path: Path, conflicts: list[tuple[str, object, object]],
+                 notes: dict[str, str] | None = None):
+        self.notes = dict(notes or {})
+        super().__init__(path, conflicts)
+
+    def describe(self, name=lambda setting: setting) -> str:
+        """The message, each setting shown as `name(setting)` (the CLI shows flags)."""
+        def shown(key, value):
+            return ",".join(map(str, value)) if key == "epochs" else repr(value)
+
+        listed = "; ".join(
+            f"{name(key)}: stored {shown(key, stored)}, given {shown(key, given)}"
+            + (f" ({self.notes[key]})" if key in self.notes else "")
+            for key, stored, given in self.conflicts)
+        return (f"--resume: {self.path} holds a training run with other settings: {listed}. A "
+                "resumed run keeps its stored settings: drop these, or start a new run with "
+                "another --output.")
 
 
 def save_model_atomically(model: tf.keras.Model, path: str | os.PathLike) -> Path:
-    """Save `model` (SavedModel directory) to a temporary folder, then rename it into place."""
+    """Save `model` to a `.keras` file: into a temporary folder beside `path`, then renamed.
+
+    A reader, or a run killed meanwhile, never sees a half-written file.
+
+    Raises:
+        ValueError: `path` does not end in `.keras`.
+
+    Example:
+        >>> save_model_atomically(result.model, "TRAIN/model.keras")
+    """
     path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"Expected a .keras path, got {os.fspath(path)!r}.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.stem}-", dir=path.parent))
     try:
-        model.save(tmp / "model")
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp / "model", path)
+        model.save(tmp / path.name)
+        os.replace(tmp / path.name, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
@@ -237,30 +324,69 @@ def _check_search_recipe(config: TrainConfig) -> None:
                     f"--recipe {searched}" if searched else "no --recipe")
 
 
-def run_training(config: TrainConfig, output_dir: str | os.PathLike, *,
-                 verbose: int = 2, strategy: str | tf.distribute.Strategy | None = "default"
-                 ) -> TrainResult:
-    """Build the genotype's (or baseline's) network, train it in two stages, save model and metrics.
+def given_settings(config: TrainConfig) -> set[str]:
+    """The settings of `config` that differ from its recipe's defaults (plus `epochs`).
 
-    Everything is checked before the first write: the network choice, the
-    genotype file, the data (loaded and split), the network (built) and
-    `output_dir` (a new or empty directory). If the run fails after that, what
-    it wrote is removed; no model is saved from NaN or infinite weights.
+    What `run_training(..., resume=True)` compares with the stored run when the
+    caller does not say which settings were given explicitly.
 
-    Args:
-        strategy: "default", "mirrored", "multi_worker" or a
-            `tf.distribute.Strategy` (see `bnas_tf.distribute.get_strategy`).
-
-    Raises:
-        ValueError: not exactly one of `config.genotype` and `config.baseline`, or an
-            unknown baseline name.
-        FileExistsError: `output_dir` is a file, a non-empty directory or a run.
-        NotADirectoryError, PermissionError: `output_dir` cannot be created.
-        bnas_tf.errors.GenotypeError: the genotype file is missing or malformed.
-        bnas_tf.errors.DataError: the dataset cannot be loaded or split.
-        bnas_tf.errors.NonFiniteError: the loss or the weights became NaN or infinite.
+    Example:
+        >>> sorted(given_settings(TrainConfig(genotype="RUN/genotype.json", layers=5)))
+        ['epochs', 'genotype', 'layers']
     """
-    start = time.time()
+    defaults = TrainConfig(recipe=config.recipe)
+    return {f.name for f in dataclasses.fields(config)
+            if getattr(config, f.name) != getattr(defaults, f.name)} | {"epochs"}
+
+
+def _comparable(value):
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _resumed_config(output_dir: Path, config: TrainConfig,
+                    given: Iterable[str] | None) -> TrainConfig:
+    """The stored settings, with the given `epochs` (and data location); conflicts raise."""
+    path = output_dir / "config.json"
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--resume: cannot read the stored settings {path}: {error}") from None
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known) if isinstance(values, dict) else []
+    if not isinstance(values, dict) or unknown:
+        shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise FileNotFoundError(
+            f"--resume: {output_dir} holds no training run ({path} has settings a training run "
+            f"does not have: {shown or type(values).__name__}). Give the --output of a "
+            "`bnas-tf train` run, or run without --resume to start one.")
+    try:
+        saved = TrainConfig.from_dict(values)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"--resume: cannot read the stored settings {path}: {error}") from None
+    given = given_settings(config) if given is None else set(given)
+    conflicts = [(key, getattr(saved, key), getattr(config, key)) for key in sorted(given)
+                 if key not in ("epochs", *_RESUME_MAY_CHANGE) and key in known
+                 and _comparable(getattr(saved, key)) != _comparable(getattr(config, key))]
+    notes = {}
+    if "epochs" in given and config.epochs != saved.epochs:
+        if any(new < old for new, old in zip(config.epochs, saved.epochs, strict=True)):
+            notes["epochs"] = "a resumed run may add epochs to a stage, not drop them"
+        elif config.epochs[0] > saved.epochs[0] and \
+                TrainingCheckpoints(output_dir / "checkpoints").epochs_done(2):
+            notes["epochs"] = ("stage 2 has begun from the finished stage 1, which can no "
+                               "longer grow")
+        if notes:
+            conflicts.append(("epochs", saved.epochs, config.epochs))
+    if conflicts:
+        raise TrainResumeConflictError(path, conflicts, notes)
+    for key in ("epochs", *_RESUME_MAY_CHANGE):
+        if key in given:
+            setattr(saved, key, getattr(config, key))
+    return saved
+
+
+def _check_network(config: TrainConfig) -> None:
+    """Exactly one of a genotype and a (known) baseline; `width` for baselines only."""
     if (config.genotype is None) == (config.baseline is None):
         raise ValueError("Give exactly one of a genotype file (--genotype) and a baseline "
                          f"network (--baseline {'|'.join(baselines.names())}).")
@@ -269,10 +395,65 @@ def run_training(config: TrainConfig, output_dir: str | os.PathLike, *,
     elif config.width is not None:
         raise ValueError("width sets a baseline's channels (--baseline); a genotype network "
                          "takes channels (--channels).")
+
+
+def run_training(config: TrainConfig, output_dir: str | os.PathLike, *, resume: bool = False,
+                 given: Iterable[str] | None = None,
+                 extra_callbacks: Callable[[int], list] | list | None = None,
+                 verbose: int = 2, strategy: str | tf.distribute.Strategy | None = "default"
+                 ) -> TrainResult:
+    """Build the genotype's (or baseline's) network, train it in two stages, save model and metrics.
+
+    Everything is checked before the first write: the network choice, the
+    genotype file, the data (loaded and split), the network (built) and
+    `output_dir` (a new or empty directory; with `resume`, a training run). If
+    the run fails after that, what it wrote is removed (a resumed run keeps
+    it; an interrupted one keeps its checkpoints); no model is saved from NaN
+    or infinite weights.
+
+    On `resume` the stored settings win and training goes on after the newest
+    checkpoint (see the module docstring): a setting in `given` whose value
+    differs from the stored one raises `TrainResumeConflictError`, except
+    `epochs` (may grow) and `data_dir`/`download`/`sync_batch_norm`.
+
+    Args:
+        resume: continue the training run in `output_dir`.
+        given: the settings the caller set explicitly (the CLI passes the flags
+            on its command line); default: those of `config` that differ from
+            its recipe's defaults, and `epochs`.
+        extra_callbacks: more Keras callbacks for both stages, or
+            `stage (1 or 2) -> list`.
+        strategy: "default", "mirrored", "multi_worker" or a
+            `tf.distribute.Strategy` (see `bnas_tf.distribute.get_strategy`).
+
+    Raises:
+        ValueError: not exactly one of `config.genotype` and `config.baseline`, or an
+            unknown baseline name.
+        FileExistsError: `output_dir` is a file, a non-empty directory, or a run
+            and `resume` is False.
+        FileNotFoundError: `resume` on a directory without a training run.
+        NotADirectoryError, PermissionError: `output_dir` cannot be created.
+        TrainResumeConflictError: `resume` with settings other than the stored ones.
+        bnas_tf.errors.GenotypeError: the genotype file is missing or malformed.
+        bnas_tf.errors.DataError: the dataset cannot be loaded or split.
+        bnas_tf.errors.NonFiniteError: the loss or the weights became NaN or infinite.
+
+    Example:
+        >>> run_training(TrainConfig(baseline="quicknet", dataset="synthetic", limit=64,
+        ...                          epochs=(1, 1)), "TRAIN").metrics["test_accuracy"]
+    """
+    start = time.time()
+    if not resume:
+        _check_network(config)
     strategy = distribute.get_strategy(strategy, sync_batch_norm=config.sync_batch_norm)  # first
     output_dir = Path(output_dir)
     if distribute.is_chief(strategy):  # only the chief writes output_dir
-        check_output_dir(output_dir, marker="config.json", kind="training run")
+        check_output_dir(output_dir, marker="config.json", kind="training run", resume=resume)
+    elif resume and not (output_dir / "config.json").is_file():
+        raise FileNotFoundError(f"--resume: {output_dir} holds no training run (no config.json).")
+    if resume:
+        config = _resumed_config(output_dir, config, given)
+        _check_network(config)
     genotype = Genotype.load(config.genotype) if config.genotype is not None else None
     data = data_lib.load(config.dataset, config.data_dir, limit=config.limit,
                          download=config.download, seed=config.seed)
@@ -286,14 +467,17 @@ def run_training(config: TrainConfig, output_dir: str | os.PathLike, *,
     with strategy.scope():
         model, quantizer, image_size = _build(config, genotype, data)
     write_dir = distribute.worker_dir(output_dir, strategy)
+    checkpoints = TrainingCheckpoints(write_dir / "checkpoints", restore=resume,
+                                      restore_from=output_dir / "checkpoints")
     try:
-        with RunDirectory(write_dir), strategy.scope():
+        with RunDirectory(write_dir, keep=resume, keep_on_interrupt=True), strategy.scope():
             return _train(config, model, quantizer, image_size, data, train, held_out,
-                          write_dir, verbose=verbose, start=start)
+                          write_dir, checkpoints, extra_callbacks, verbose=verbose, start=start)
     except NonFiniteError as error:
         rate = "the default" if config.learning_rate is None else f"{config.learning_rate:g}"
-        raise NonFiniteError(f"{error} This run used learning_rate={rate}; what it wrote to "
-                             f"{output_dir} was removed.") from None
+        kept = ("the run keeps its finished epochs" if resume
+                else f"what it wrote to {output_dir} was removed")
+        raise NonFiniteError(f"{error} This run used learning_rate={rate}; {kept}.") from None
     finally:
         distribute.cleanup_worker_dir(write_dir, output_dir)
 
@@ -323,10 +507,10 @@ def _build(config, genotype, data) -> tuple[tf.keras.Model, str, tuple[int, int]
     return model, quantizer, image_size
 
 
-def _train(config, model, quantizer, image_size, data, train, held_out, output_dir, *,
-           verbose, start) -> TrainResult:
+def _train(config, model, quantizer, image_size, data, train, held_out, output_dir, checkpoints,
+           extra_callbacks, *, verbose, start) -> TrainResult:
     atomic_write_text(output_dir / "config.json",
-                      json.dumps(dataclasses.asdict(config), indent=2))
+                      json.dumps(dataclasses.asdict(config), indent=2, default=os.fspath))
     replicas = tf.distribute.get_strategy().num_replicas_in_sync  # in the run's scope
     train_ds = data_lib.make_dataset(train, batch_size=config.batch_size, training=True,
                                      augment=config.augment, seed=config.seed,
@@ -336,18 +520,21 @@ def _train(config, model, quantizer, image_size, data, train, held_out, output_d
     test = data_lib.make_dataset(data, batch_size=eval_batch, image_size=image_size)
 
     def callbacks(stage: int) -> list:
+        extra = extra_callbacks(stage) if callable(extra_callbacks) else extra_callbacks
         return [FlipFlopRatio(), ChangeToInitRatio(),
                 tf.keras.callbacks.TensorBoard(str(output_dir / "logs" / f"stage{stage}"),
-                                               write_graph=False, profile_batch=0)]
+                                               write_graph=False, profile_batch=0),
+                *(extra or [])]
 
     result = train_two_stage(model, train_ds, val, epochs=tuple(config.epochs),
                              learning_rate=config.learning_rate,
                              weight_decay=config.weight_decay, kernel_quantizer=quantizer,
-                             test_ds=test, callbacks=callbacks, verbose=verbose)
+                             test_ds=test, callbacks=callbacks, verbose=verbose,
+                             checkpoint_dir=checkpoints)
     check_finite(result.model.weights, "The trained weights")
     final_val = result.model.evaluate(val, verbose=0, return_dict=True)
     final_test = result.test["stage2"]
-    save_model_atomically(result.model, output_dir / "model")
+    model_path = save_model_atomically(result.model, output_dir / MODEL_FILE)
     metrics = {
         "genotype": None if config.genotype is None else os.fspath(config.genotype),
         "baseline": config.baseline,
@@ -361,10 +548,10 @@ def _train(config, model, quantizer, image_size, data, train, held_out, output_d
         "val_loss": float(final_val["loss"]),
         "test_accuracy": float(final_test["accuracy"]),
         "test_loss": float(final_test["loss"]),
-        "reload_max_abs_diff": _reload_difference(result.model, output_dir / "model", test),
+        "reload_max_abs_diff": _reload_difference(result.model, model_path, test),
         **{stage: {"epochs": _epochs_table(result.history.get(stage, {})),
                    "test": {k: float(v) for k, v in result.test.get(stage, {}).items()}}
            for stage in ("stage1", "stage2")},
     }
     atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return TrainResult(result.model, metrics, output_dir, time.time() - start)
+    return TrainResult(result.model, metrics, output_dir, time.time() - start, model_path)

@@ -3,7 +3,9 @@
 Stage 1 trains binary activations with real-valued latent weights, Adam with
 a linearly decaying learning rate and weight decay on conv kernels only.
 Stage 2 binarizes the weights too, starts from the stage-1 weights, and
-trains without weight decay. Each stage is an ordinary `model.fit`.
+trains without weight decay. Each stage is an ordinary `model.fit`. With
+`checkpoint_dir`, every epoch of each stage is checkpointed and a second call
+continues after the newest checkpoint (`bnas_tf.train_checkpoints`).
 
 Example:
     >>> model = bn.build_network(genotype, num_classes=10, layers=8, channels=36)
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
 
 import larq as lq
@@ -29,6 +32,8 @@ import tensorflow as tf
 
 from bnas_tf.distribute import scale_for_replicas
 from bnas_tf.errors import NonFiniteError
+from bnas_tf.flips import ChangeToInitRatio, binarized_kernels
+from bnas_tf.train_checkpoints import StageCheckpoints, TrainingCheckpoints
 
 __all__ = ["TwoStageResult", "train_two_stage", "with_weight_decay", "binarize_weights",
            "binary_conv_layers", "Distiller", "LearningRateLogger", "StopOnNonFinite",
@@ -276,21 +281,100 @@ def _stage_callbacks(callbacks, stage: int) -> list:
     return list(callbacks(stage) if callable(callbacks) else callbacks)
 
 
+class _EpochCheckpoint(tf.keras.callbacks.Callback):
+    """After every epoch (the last callback): check the weights, record the logs, checkpoint."""
+
+    def __init__(self, checkpoints: StageCheckpoints, network: tf.keras.Model, stage: int):
+        super().__init__()
+        self.checkpoints, self.network, self.stage = checkpoints, network, stage
+
+    def on_epoch_end(self, epoch, logs=None):
+        check_finite(self.network.weights, f"After stage {self.stage}, epoch {epoch + 1}, the "
+                                           "weights")
+        self.checkpoints.save(epoch, logs)
+
+
+class _DataOrder:
+    """Make a resumed run see the training images in an uninterrupted run's order.
+
+    A seeded `shuffle(..., reshuffle_each_iteration=True)` (and `Dataset.random`,
+    which seeds the augmentation) draws a new order each time an iterator of
+    the dataset is made, and tf-keras' `fit` makes one when it starts and one
+    per epoch (for a dataset of known length, without `steps_per_epoch`). A
+    resumed process has made fewer; `before_fit` makes the missing ones (no
+    element is read), so that epoch E of a resumed stage gets the order epoch E
+    of an uninterrupted run got. With `steps_per_epoch` (`dataset` None) Keras
+    keeps one iterator for all epochs and nothing is aligned.
+    """
+
+    def __init__(self, dataset: tf.data.Dataset | None):
+        self.dataset = dataset
+        self.planned = 0  # iterators an uninterrupted run has made before this point
+        self.made = 0  # iterators made in this process
+
+    def before_fit(self, initial_epoch: int) -> None:
+        if self.dataset is None:
+            return
+        for _ in range(self.planned + initial_epoch - self.made):
+            iter(self.dataset)
+        self.made = max(self.made, self.planned + initial_epoch)
+
+    def after_stage(self, initial_epoch: int, epochs: int, fitted: bool) -> None:
+        if fitted:
+            self.made += 1 + epochs - initial_epoch
+        self.planned += 1 + epochs
+
+
+def _history_of(entries: list[dict]) -> dict:
+    """Per-epoch log entries as Keras' `History.history` (`{metric: [per epoch]}`)."""
+    keys = list(dict.fromkeys(k for entry in entries for k in entry if k != "epoch"))
+    return {k: [entry.get(k, math.nan) for entry in entries] for k in keys}
+
+
 def _fit_stage(model, train_ds, val_ds, *, stage, epochs, learning_rate, steps, steps_per_epoch,
-               teacher, callbacks, verbose, loss) -> dict:
+               teacher, callbacks, verbose, loss, checkpoints=None, order=None) -> dict:
     schedule = tf.keras.optimizers.schedules.PolynomialDecay(
         learning_rate, decay_steps=max(1, epochs * steps), end_learning_rate=0.0, power=1.0)
     optimizer = tf.keras.optimizers.legacy.Adam(schedule)
     trainer = Distiller(model, teacher) if teacher is not None else model
     trainer.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    history = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs,
-                          steps_per_epoch=steps_per_epoch,
-                          callbacks=[StopOnNonFinite(context=f"stage {stage}"),
-                                     LearningRateLogger(), *callbacks],
-                          verbose=verbose)
+    callbacks = [StopOnNonFinite(context=f"stage {stage}"), LearningRateLogger(), *callbacks]
+    initial_epoch, references = 0, []
+    if checkpoints is not None:
+        reference = checkpoints.reference(binarized_kernels(trainer))  # before the restore
+        initial_epoch = checkpoints.restore(model, optimizer)
+        if initial_epoch > epochs:
+            raise ValueError(f"The checkpoints in {checkpoints.restore_from} hold {initial_epoch} "
+                             f"epochs of stage {stage}, more than the {epochs} asked for.")
+        if initial_epoch == epochs:
+            log.info("Stage %d finished its %d epochs before (%s): restored, not trained again",
+                     stage, epochs, checkpoints.restore_from)
+        elif initial_epoch:
+            log.info("Resuming stage %d at epoch %d of %d (%s)", stage, initial_epoch + 1,
+                     epochs, checkpoints.restore_from)
+            # the C2I-ratio measures from the stage's start, not from the restored weights
+            references = [c for c in callbacks
+                          if isinstance(c, ChangeToInitRatio) and c.initial_weights is None]
+            for callback in references:
+                callback.initial_weights = reference
+        callbacks.append(_EpochCheckpoint(checkpoints, model, stage))
+    fitted = initial_epoch < epochs
+    history = {}
+    try:
+        if fitted:
+            if order is not None:
+                order.before_fit(initial_epoch)
+            history = trainer.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                                  initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                                  callbacks=callbacks, verbose=verbose).history
+    finally:
+        for callback in references:  # a list of callbacks may serve both stages
+            callback.initial_weights = None
+    if order is not None:
+        order.after_stage(initial_epoch, epochs, fitted)
     if teacher is not None:
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    return history.history
+    return history if checkpoints is None else _history_of(checkpoints.entries)
 
 
 def train_two_stage(model: tf.keras.Model, train_ds: tf.data.Dataset,
@@ -298,7 +382,9 @@ def train_two_stage(model: tf.keras.Model, train_ds: tf.data.Dataset,
                     learning_rate: float | None = None, weight_decay: float = 5e-6,
                     kernel_quantizer: str = "ste_sign", teacher: tf.keras.Model | None = None,
                     test_ds: tf.data.Dataset | None = None, steps_per_epoch: int | None = None,
-                    callbacks=None, verbose: int = 1) -> TwoStageResult:
+                    callbacks=None, verbose: int = 1,
+                    checkpoint_dir: str | os.PathLike | TrainingCheckpoints | None = None
+                    ) -> TwoStageResult:
     """Train `model` in two stages and return both trained networks.
 
     Stage 1: a copy of `model` with weight decay on conv kernels; binary
@@ -321,6 +407,16 @@ def train_two_stage(model: tf.keras.Model, train_ds: tf.data.Dataset,
         steps_per_epoch: needed only when `train_ds` has no known length.
         callbacks: a list for both stages, or `stage (1 or 2) -> list`.
         verbose: `fit` verbosity.
+        checkpoint_dir: checkpoint every epoch of each stage there
+            (`bnas_tf.train_checkpoints`), and continue after the newest
+            checkpoints found: a finished stage is restored, not trained
+            again; the learning-rate decay goes on from the restored step.
+            Called again with the same arguments and data (a larger epoch
+            count of the current stage stretches its decay from there on),
+            it gives the result of an uninterrupted call: the same images in
+            the same order per epoch (unless `steps_per_epoch` is given), the
+            same `history` (all epochs), and a `ChangeToInitRatio` without
+            `initial_weights` measuring from the stage's start.
 
     Under a distribution strategy, build `model` in `strategy.scope()`; both
     stages' copies are then made in the same scope (`model.distribute_strategy`)
@@ -335,33 +431,51 @@ def train_two_stage(model: tf.keras.Model, train_ds: tf.data.Dataset,
 
     Raises:
         NonFiniteError: a training loss became NaN or infinite (`StopOnNonFinite`
-            stops at that step).
+            stops at that step), or with `checkpoint_dir` the weights after an
+            epoch (nothing is checkpointed from them).
+        ValueError: bad `epochs`, a network without binary convolutions, or
+            checkpoints that do not fit `epochs` (more epochs than asked for, or
+            stage 2 begun before stage 1 finished).
+
+    Example:
+        >>> result = train_two_stage(model, train, val, epochs=(30, 30),
+        ...                          checkpoint_dir="TRAIN/checkpoints")  # killed: call again
+        >>> len(result.history["stage1"]["loss"])
+        30
     """
     strategy = getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, TrainingCheckpoints):
+        checkpoint_dir = TrainingCheckpoints(checkpoint_dir)
     with strategy.scope():
         return _train_two_stage(model, train_ds, val_ds, epochs=epochs,
                                 learning_rate=learning_rate, weight_decay=weight_decay,
                                 kernel_quantizer=kernel_quantizer, teacher=teacher,
                                 test_ds=test_ds, steps_per_epoch=steps_per_epoch,
-                                callbacks=callbacks, verbose=verbose)
+                                callbacks=callbacks, verbose=verbose, checkpoints=checkpoint_dir)
 
 
 def _train_two_stage(model, train_ds, val_ds, *, epochs, learning_rate, weight_decay,
-                     kernel_quantizer, teacher, test_ds, steps_per_epoch, callbacks, verbose
-                     ) -> TwoStageResult:
+                     kernel_quantizer, teacher, test_ds, steps_per_epoch, callbacks, verbose,
+                     checkpoints=None) -> TwoStageResult:
     if len(epochs) != 2 or any(int(e) < 0 for e in epochs):
         raise ValueError(f"Expected epochs=(stage1, stage2) with non-negative integers, got "
                          f"{epochs!r}.")
     if not binary_conv_layers(model):
         raise ValueError("The model has no binary convolutions; two-stage training is for "
                          "binary networks (build one with bnas_tf.build_network).")
+    if checkpoints is not None and checkpoints.epochs_done(2) \
+            and checkpoints.epochs_done(1) < int(epochs[0]):
+        raise ValueError(f"The checkpoints in {checkpoints.restore_from} hold stage-2 epochs, "
+                         f"but only {checkpoints.epochs_done(1)} of the {int(epochs[0])} "
+                         "stage-1 epochs: stage 2 began from another stage 1.")
     steps = _steps(train_ds, steps_per_epoch)
     if learning_rate is None:
         learning_rate = 1e-3 * (_batch_size(train_ds) or 256) / 256
     loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     history, test = {}, {}
     common = dict(steps=steps, steps_per_epoch=steps_per_epoch, teacher=teacher,
-                  verbose=verbose, loss=loss, learning_rate=learning_rate)
+                  verbose=verbose, loss=loss, learning_rate=learning_rate,
+                  order=_DataOrder(train_ds if steps_per_epoch is None else None))
     stage1 = with_weight_decay(model, weight_decay)
     stage2 = None
     for stage, n_epochs in ((1, int(epochs[0])), (2, int(epochs[1]))):
@@ -371,7 +485,8 @@ def _train_two_stage(model, train_ds, val_ds, *, epochs, learning_rate, weight_d
         if n_epochs:
             history[f"stage{stage}"] = _fit_stage(
                 current, train_ds, val_ds, stage=stage, epochs=n_epochs,
-                callbacks=_stage_callbacks(callbacks, stage), **common)
+                callbacks=_stage_callbacks(callbacks, stage),
+                checkpoints=None if checkpoints is None else checkpoints.stage(stage), **common)
         else:
             current.compile(optimizer=tf.keras.optimizers.legacy.Adam(learning_rate),
                             loss=loss, metrics=["accuracy"])

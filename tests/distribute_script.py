@@ -161,7 +161,7 @@ def restore(output: str) -> dict:
     result["train"] = {
         "test": {stage: trained.metrics[stage]["test"] for stage in ("stage1", "stage2")},
         "mirrored_kernels": all(isinstance(v, tf.distribute.DistributedValues) for v in kernels),
-        "model_saved": os.path.isdir(os.path.join(output, "TRAIN", "model")),
+        "model_saved": os.path.isfile(os.path.join(output, "TRAIN", "model.keras")),
     }
     return result
 

@@ -195,7 +195,7 @@ def test_train_command_writes_model_and_metrics(search_run, cifar10_dir, tmp_pat
     train_part, held_out = bn.data.holdout(data, 0.1, seed=0)
     assert (metrics["train_images"], metrics["validation_images"], metrics["test_images"]) == (
         len(train_part.y_train), len(held_out.y_test), len(data.y_test)) == (180, 20, 40)
-    trained = bn.load_model(out / "model")
+    trained = bn.load_model(out / "model.keras")
     trained.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                     metrics=["accuracy"])
     val = trained.evaluate(bn.data.make_dataset(held_out, batch_size=128), verbose=0,
@@ -210,12 +210,13 @@ def test_train_command_writes_model_and_metrics(search_run, cifar10_dir, tmp_pat
     assert list((out / "logs" / "stage2" / "train").glob("events.out.tfevents.*"))
     # the run compared the trained model with its reloaded copy on a test batch
     assert metrics["reload_max_abs_diff"] == 0.0
-    assert metrics["params"] == bn.count_params(bn.load_model(out / "model"))
+    assert metrics["params"] == bn.count_params(bn.load_model(out / "model.keras"))
     # the saved model reloads with identical predictions
-    model = bn.load_model(out / "model")
+    assert (out / "model.keras").is_file() and not (out / "model").exists()
+    model = bn.load_model(out / "model.keras")
     data = bn.data.load("cifar10", cifar10_dir, limit=200)
     x = bn.data.normalize(data.x_test[:16], data)
-    reloaded = bn.load_model(out / "model")
+    reloaded = bn.load_model(out / "model.keras")
     np.testing.assert_array_equal(model(x, training=False), reloaded(x, training=False))
     assert model.output_shape == (None, 10)
 
@@ -247,7 +248,7 @@ def test_train_command_trains_a_baseline_at_another_image_size(tmp_path):
         assert np.isfinite(metrics[stage]["epochs"][0]["loss"])
     config = json.loads((out / "config.json").read_text())
     assert config["baseline"] == "quicknet" and config["image_size"] == 16
-    model = bn.load_model(out / "model")
+    model = bn.load_model(out / "model.keras")
     assert model.input_shape == (None, 16, 16, 3) and model.output_shape == (None, 10)
     assert metrics["params"] == bn.count_params(model)
     pytest.importorskip("larq_compute_engine")

@@ -231,7 +231,7 @@ def test_multi_worker_search_and_training_agree_and_only_chief_writes(tmp_path):
     # same weights and test results; only the chief saved the model and metrics
     assert chief["train"] == worker["train"]
     assert chief["train_weights_sum"] == pytest.approx(worker["train_weights_sum"], rel=1e-6)
-    assert (output / "TRAIN" / "model").is_dir()
+    assert (output / "TRAIN" / "model.keras").is_file()
     assert json.loads((output / "TRAIN" / "metrics.json").read_text())["stage2"]["test"] == (
         chief["train"]["stage2"])
     probs = np.asarray(chief["genotype"]["probabilities"]["normal"])

@@ -657,7 +657,8 @@ def test_bats_network_keeps_grouped_convs_float():
 
 def test_stage1_network_reports_real_weights_then_stage2_exports(tmp_path, capsys):
     """Stage 1 stays float with the fix "train stage 2"; its stage-2 copy, saved as a
-    SavedModel directory (as `bnas-tf train` does), exports strictly through the script."""
+    .keras file (as `bnas-tf train` saves TRAIN/model.keras), exports strictly through the
+    script."""
     stage1 = network(
         "lce", SMALL_CELL, SMALL_CELL, nodes=1, layers=1, channels=32, binary_weights=False
     )
@@ -668,14 +669,15 @@ def test_stage1_network_reports_real_weights_then_stage2_exports(tmp_path, capsy
         assert layer.fix == "train stage 2 (binary weights) before export"
 
     stage2 = binarize_weights(stage1)
-    stage2.save(tmp_path / "model")  # SavedModel directory
+    stage2.save(tmp_path / "model.keras")
     out, report_path = tmp_path / "model.tflite", tmp_path / "report.json"
     x = inputs(stage2, 16)
 
     def load_data(name, data_dir, n):
         return x, stage2.predict(x, verbose=0).argmax(1)
 
-    argv = [str(tmp_path / "model"), "--output", str(out), "--report", str(report_path)]
+    argv = [str(tmp_path / "model.keras"), "--output", str(out), "--report",
+            str(report_path)]
     assert _script().main([*argv, "--strict", "--verify", "16"], load_data=load_data) == 0
     assert export.op_counts(out.read_bytes())["LceBconv2d"] == 4
     data = json.loads(report_path.read_text())

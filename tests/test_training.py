@@ -202,6 +202,34 @@ def test_saved_model_reloads_identically(two_stage, tmp_path, suffix):
     np.testing.assert_array_equal(loaded(x, training=False), result.model(x, training=False))
 
 
+def test_checkpointed_training_continues_after_its_newest_checkpoint(tmp_path):
+    """With checkpoint_dir, a second call restores both finished stages instead of training
+    them again, and returns the same history and weights (every epoch, both stages)."""
+    _, train, test = small_data()
+    begun = []
+
+    class Begin(tf.keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            begun.append(int(self.model.optimizer.iterations.numpy()))
+
+    def run():
+        return bn.train_two_stage(small_model(), train, test, epochs=(2, 1), learning_rate=3e-3,
+                                  test_ds=test, verbose=0, callbacks=[Begin()],
+                                  checkpoint_dir=tmp_path)
+
+    first = run()
+    assert begun == [0, 0] and sorted(p.name for p in tmp_path.iterdir()) == ["stage1", "stage2"]
+    again = run()
+    assert begun == [0, 0]  # nothing trained again
+    assert again.history == first.history and again.test == first.test
+    assert len(again.history["stage1"]["loss"]) == 2 and len(again.history["stage2"]["loss"]) == 1
+    for a, b in zip(again.model.get_weights(), first.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="hold 2 epochs of stage 1, more than the 1 asked for"):
+        bn.train_two_stage(small_model(), train, epochs=(1, 1), verbose=0,
+                           checkpoint_dir=tmp_path)
+
+
 def test_distillation_from_a_teacher_trains_the_student():
     data, train, test = small_data()
     teacher = tf.keras.Sequential([tf.keras.layers.Flatten(input_shape=IMAGE),
