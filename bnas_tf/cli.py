@@ -321,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search(sub)
     _add_train(sub)
     _add_export(sub)
+    _add_profile(sub)
     return parser
 
 
@@ -360,6 +361,46 @@ def _add_export(sub) -> None:
                        description="Exit codes: 0 written; 1 refused (a check failed) or the "
                                    "conversion failed; 2 bad input.")
     command.add_arguments(p)
+
+
+def _add_profile(sub) -> None:
+    from bnas_tf.export.timing import LCE_KERNELS
+    from bnas_tf.search_space import DEFAULT_SPACE
+
+    def at_least(least: int):
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                value = least - 1
+            if value < least:
+                raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}")
+            return value
+        return parse
+
+    p = sub.add_parser(
+        "profile", help="time every candidate op at a supernet's shapes with LCE (writes a "
+                        "JSON latency table, bnas_tf.cost.latency_table)",
+        formatter_class=_HelpFormatter,
+        description="Builds each distinct (op, input shape, stride) of the supernet's cells as "
+                    "a one-op model as it deploys, converts it with Larq Compute Engine and "
+                    "times it in LCE's interpreter on this machine; run it on an ARM board for "
+                    "that board's table. Exit codes: 0 written; 1 an op could not be converted "
+                    "or run; 2 bad input or larq-compute-engine missing.")
+    p.add_argument("--space", default=DEFAULT_SPACE, choices=SearchSpace.names(),
+                   help="search space")
+    p.add_argument("--layers", type=at_least(1), default=5, help="cells in the supernet")
+    p.add_argument("--channels", type=at_least(1), default=16, help="initial channels per node")
+    p.add_argument("--image-size", type=at_least(1), default=32, help="input height and width")
+    p.add_argument("--output", "-o", required=True,
+                   help="the JSON table to write (an existing file is replaced atomically)")
+    p.add_argument("--threads", type=at_least(1), default=1, help="interpreter threads")
+    p.add_argument("--repeats", type=at_least(1), default=100,
+                   help="timed runs per op (the median is reported)")
+    p.add_argument("--warmup", type=at_least(0), default=10, help="untimed runs per op first")
+    p.add_argument("--kernel", default="indirect_bgemm", choices=tuple(LCE_KERNELS),
+                   help="LCE binary-conv kernel (bgemm rejects grouped binary convs)")
+    p.add_argument("--xnnpack", action="store_true", help="run float ops with XNNPACK")
 
 
 def search_config(args: argparse.Namespace):
@@ -466,6 +507,33 @@ def _export(args, argv) -> int:
     return command.run(args)
 
 
+def _profile(args, argv) -> int:
+    from bnas_tf.cost import latency
+    from bnas_tf.errors import ExportError
+    from bnas_tf.export import check_writable
+    from bnas_tf.export._runtime import lce_module
+
+    try:
+        lce_module()  # missing: the install hint, before any work
+        check_writable(args.output)  # an existing file is replaced atomically, as by export
+    except ExportError as error:
+        raise ValueError(str(error)) from None  # exit 2, one line, nothing written
+    try:
+        table = latency.latency_table(
+            args.space, args.layers, args.channels, (args.image_size, args.image_size, 3),
+            num_threads=args.threads, repeats=args.repeats, warmup=args.warmup,
+            kernel=args.kernel, use_xnnpack=args.xnnpack)
+    except ExportError as error:
+        print(f"bnas-tf profile: error: {error}", file=sys.stderr)
+        return 1
+    print(table.format())
+    table.to_json(args.output)
+    timed = sum(entry.timed for entry in table.entries.values())
+    print(f"{len(table.entries)} op shapes ({timed} timed) profiled in "
+          f"{table.settings['seconds']:.0f} s; table: {args.output}")
+    return 0
+
+
 def _message(error: BaseException, command: str) -> str:
     from bnas_tf._runs import SettingError
     from bnas_tf.search_run import ResumeConflictError
@@ -486,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("tensorflow").propagate = False
     if args.verbose:
         sys.stderr.writelines(_startup.hidden_lines())
-    commands = {"search": _search, "train": _train, "export": _export}
+    commands = {"search": _search, "train": _train, "export": _export, "profile": _profile}
     try:
         return commands[args.command](args, argv)
     except _USER_ERRORS as error:

@@ -51,14 +51,26 @@ from bnas_tf.cost._search import (
     op_costs,
     supernet_edge_costs,
 )
+from bnas_tf.cost.latency import (
+    LatencyEntry,
+    LatencyTable,
+    LatencyTableError,
+    edge_latency_tables,
+    latency_table,
+)
 
 __all__ = [
     "BOPS_PER_OP",
     "METRICS",
     "EdgeCosts",
+    "LatencyEntry",
+    "LatencyTable",
+    "LatencyTableError",
     "ModelCost",
     "edge_cost_tables",
+    "edge_latency_tables",
     "genotype_cost",
+    "latency_table",
     "model_cost",
     "op_costs",
     "supernet_edge_costs",
