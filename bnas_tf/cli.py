@@ -480,6 +480,7 @@ def _search(args, argv) -> int:
 
 
 def _train(args, argv) -> int:
+    from bnas_tf.cost import ModelCost
     from bnas_tf.train_run import run_training
 
     result = run_training(train_config(args), args.output, resume=args.resume,
@@ -497,6 +498,7 @@ def _train(args, argv) -> int:
           f"{metrics['test_accuracy']:.4f} ({metrics['test_images']} test images)")
     print(f"{metrics['params']:,} parameters; reloaded model's max |logit difference| "
           f"on a test batch: {metrics['reload_max_abs_diff']:.3g}")
+    print(f"cost per image: {ModelCost.from_dict(metrics['cost']).summary()}")
     print(f"trained in {result.seconds:.0f} s; model: {result.model_path}")
     return 0
 

@@ -4,7 +4,8 @@
 
 * `model.keras`   – the trained binary network (`bn.load_model`), written
   atomically at the end of the run,
-* `metrics.json`  – per stage and epoch: losses, accuracies, `val_*` on the
+* `metrics.json`  – `cost`: the binary network's MACs, OPs, parameters and size per
+  image (`bnas_tf.cost.model_cost`); per stage and epoch: losses, accuracies, `val_*` on the
   held-out validation split, FF-ratio, C2I-ratio, learning rate; the test
   accuracy after each stage (`stageN.test`); at the top level the final
   network's `val_accuracy`/`val_loss` (held-out split) and
@@ -87,6 +88,7 @@ from bnas_tf._runs import (
     check_output_dir,
 )
 from bnas_tf.builder import build_network, count_params
+from bnas_tf.cost import model_cost
 from bnas_tf.errors import NonFiniteError
 from bnas_tf.flips import ChangeToInitRatio, FlipFlopRatio
 from bnas_tf.genotype import Genotype
@@ -540,6 +542,7 @@ def _train(config, model, quantizer, image_size, data, train, held_out, output_d
         "baseline": config.baseline,
         "dataset": config.dataset,
         "params": count_params(result.model),
+        "cost": model_cost(result.model).to_dict(),  # the binary network, per image
         "validation_fraction": config.validation_fraction,
         "train_images": len(train.y_train),
         "validation_images": len(held_out.y_test),

@@ -251,9 +251,14 @@ def test_train_command_trains_a_baseline_at_another_image_size(tmp_path):
     model = bn.load_model(out / "model.keras")
     assert model.input_shape == (None, 16, 16, 3) and model.output_shape == (None, 10)
     assert metrics["params"] == bn.count_params(model)
+    cost = bn.cost.model_cost(model)  # the binary network's cost, in metrics.json and printed
+    assert metrics["cost"] == cost.to_dict() and cost.binary_macs > 0
+    assert f"cost per image: {cost.summary()}\n" in done.stdout
     pytest.importorskip("larq_compute_engine")
     report = bn.export.conversion_report(model, bn.export.convert(model), compare_float=False)
     assert report.all_converted and report.op_counts["LceBconv2d"] == 16
+    assert report.cost == cost.to_dict() and report.to_dict()["cost"] == cost.to_dict()
+    assert f"Cost (Keras model, per image): {cost.summary()}" in report.format_table()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -322,3 +322,24 @@ def test_model_cost_api():
         cost.model_cost(tf.keras.Sequential([tf.keras.layers.Dense(3)]))
     with pytest.raises(TypeError, match="Genotype"):
         cost.genotype_cost({"normal": []})
+
+
+@settings(max_examples=40, deadline=None)
+@given(totals=st.fixed_dictionaries({k: st.integers(0, 10**12) for k in (
+    "binary_macs", "float_macs", "binary_params", "float_params", "memory_bits")}))
+def test_cost_round_trips_through_its_dict_and_summarizes_in_one_line(totals):
+    original = cost.ModelCost(**totals)
+    assert cost.ModelCost.from_dict(original.to_dict()) == original
+    line = original.summary()
+    assert "\n" not in line and line.startswith(f"{original.ops / 1e6:.2f} M OPs (")
+    assert f"{original.params:,} parameters" in line
+
+
+@pytest.mark.parametrize("bad", [None, {}, {"binary_macs": 1}, "ops",
+                                 dict.fromkeys(("binary_macs", "float_macs", "binary_params",
+                                                "float_params", "memory_bits"), -1),
+                                 dict.fromkeys(("binary_macs", "float_macs", "binary_params",
+                                                "float_params", "memory_bits"), 0.5)])
+def test_a_malformed_cost_dict_is_one_value_error(bad):
+    with pytest.raises(ValueError, match="Expected"):
+        cost.ModelCost.from_dict(bad)

@@ -114,6 +114,37 @@ class ModelCost:
         """All totals, JSON-ready: the fields (not `layers`) and the derived figures."""
         return {metric: getattr(self, metric) for metric in METRICS}
 
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelCost:
+        """The cost `to_dict()` gave (the derived figures are recomputed, not read).
+
+        Raises:
+            ValueError: a total is missing or not a non-negative integer.
+        """
+        try:
+            totals = {k: values[k] for k in _TOTALS}
+        except (KeyError, TypeError):
+            raise ValueError(f"Expected a cost with {', '.join(_TOTALS)}, got {values!r}.") \
+                from None
+        if not all(isinstance(v, int | float) and v >= 0 and float(v).is_integer()
+                   for v in totals.values()):
+            raise ValueError(f"Expected non-negative integer totals, got {totals!r}.")
+        return cls(**{k: int(v) for k, v in totals.items()})
+
+    def summary(self) -> str:
+        """One line for people: OPs, binary and float MACs, parameters, size.
+
+        Example:
+            >>> ModelCost(binary_macs=64_000_000, float_macs=500_000, float_params=1000,
+            ...           memory_bits=32_000).summary()
+            '1.50 M OPs (64.0 M binary MACs + 0.50 M float MACs), 1,000 parameters, 3.9 KiB'
+        """
+        size = self.size_bytes
+        size_text = f"{size / 2**20:.2f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
+        return (f"{self.ops / 1e6:.2f} M OPs ({self.binary_macs / 1e6:.1f} M binary MACs + "
+                f"{self.float_macs / 1e6:.2f} M float MACs), {self.params:,} parameters, "
+                f"{size_text}")
+
 
 _TOTALS = ("binary_macs", "float_macs", "binary_params", "float_params", "memory_bits")
 METRICS = ("binary_macs", "float_macs", "macs", "ops", "binary_params", "float_params",

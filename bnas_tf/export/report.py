@@ -40,6 +40,8 @@ class ConversionReport:
         notes: remarks on the whole conversion.
         verification: `VerifyResult.to_dict()` if the model was verified.
         benchmark: `benchmark(...)` result if the model was timed.
+        cost: the Keras model's `bnas_tf.cost.model_cost(...).to_dict()` (binary and
+            float MACs, OPs, parameters, size), or None if it could not be counted.
     """
 
     target: str
@@ -51,6 +53,7 @@ class ConversionReport:
     notes: list[str] = field(default_factory=list)
     verification: dict[str, Any] | None = None
     benchmark: dict[str, Any] | None = None
+    cost: dict[str, float] | None = None
 
     @property
     def float_layers(self) -> list[LayerReport]:
@@ -146,6 +149,11 @@ class ConversionReport:
                 f"{self.size_ratio:.1f}x smaller)"
             )
         lines.append(size)
+        if self.cost is not None:
+            from bnas_tf.cost import ModelCost
+
+            lines.append("Cost (Keras model, per image): "
+                         + ModelCost.from_dict(self.cost).summary())
         if self.unattributed_ops:
             lines.append("Unattributed LCE ops: " + "; ".join(self.unattributed_ops))
         lines += [f"Note: {n}" for n in self.notes]
@@ -245,6 +253,13 @@ def conversion_report(
     # Report pools that binarize or became LCE ops; others are ordinary float pools.
     entries += [p[0] for p in pools if p[0].converted or p[0].reason]
     notes = _notes(entries)
+    from bnas_tf.cost import model_cost
+
+    try:
+        cost = model_cost(model).to_dict()
+    except (ValueError, TypeError) as error:  # a model bnas_tf.cost cannot run: say so
+        cost = None
+        notes.append(f"No cost figures: {error}")
     if float_tflite_bytes is None and compare_float:
         try:
             float_tflite_bytes = convert_float(model)
@@ -258,4 +273,5 @@ def conversion_report(
         float_size_bytes=None if float_tflite_bytes is None else len(float_tflite_bytes),
         unattributed_ops=unattributed,
         notes=notes,
+        cost=cost,
     )
