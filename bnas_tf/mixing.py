@@ -211,9 +211,14 @@ class _SharedEdge:
         self.backward_inputs = tf.function(
             functools.partial(self._backward, kernels_too=False), **shared)
 
-    @property
-    def alive(self) -> bool:
-        return all(t() is not None for t in self._templates)
+    def adopt(self, op_layers: list) -> None:
+        """Compute through `op_layers` (configured like the earlier templates) from now on.
+
+        The functions trace lazily (the backward ones when a gradient is taken), so
+        their templates must be alive then: the calling edge's ops are, while it runs
+        and is differentiated; an earlier edge's may have been collected since.
+        """
+        self._templates = [weakref.ref(op) for op in op_layers]
 
     def _parameter_free(self, i: int, x, w):
         """`w_i · o_i(x)` for kinds "zero" and "identity"."""
@@ -305,10 +310,12 @@ def _shared_edge(op_layers: list, lean: list[int], quantizer_keys: dict
          getattr(getattr(op, "bn", None), "momentum", None), quantizer_keys.get(i))
         for i, (op, kind) in enumerate(zip(op_layers, kinds, strict=True)))
     entry = _SHARED_EDGES.get(signature)
-    if entry is None or not entry.alive:
+    if entry is None:
         entry = _SHARED_EDGES[signature] = _SharedEdge(
             op_layers, kinds, keys, {i: quantizer_keys[i] for i, k in enumerate(kinds)
                                      if k == "conv"})
+    else:
+        entry.adopt(op_layers)
     return entry, kinds
 
 

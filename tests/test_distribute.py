@@ -253,16 +253,12 @@ def test_checkpoint_restores_and_two_stage_training_runs_under_mirrored_strategy
 
 
 def test_cli_strategy_options_reach_the_run_configs():
-    from bnas_tf.search_run import SearchConfig
-    from bnas_tf.train_run import TrainConfig
+    from bnas_tf.cli import search_config, train_config
 
     parser = build_parser()
     args = parser.parse_args(["search", "--output", "o", "--strategy", "mirrored",
                               "--no-sync-batch-norm"])
-    values = {k: v for k, v in vars(args).items()
-              if k not in ("command", "output", "resume", "verbose", "strategy")}
-    assert SearchConfig(**values).sync_batch_norm is False  # as cli._search builds it
+    assert args.strategy == "mirrored"
+    assert search_config(args).sync_batch_norm is False  # the config cli._search runs
     args = parser.parse_args(["train", "--output", "o", "--genotype", "g.json"])
-    values = {k: v for k, v in vars(args).items()
-              if k not in ("command", "output", "verbose", "strategy")}
-    assert TrainConfig(**values).sync_batch_norm is True
+    assert train_config(args).sync_batch_norm is True
