@@ -182,6 +182,26 @@ def _add_search(sub) -> None:
                     help="L1 strength on op and edge scores (0 disables)")
     hm.add_argument("--weight-sparsity", type=float, default=0.0,
                     help="L1 strength on kernel mask scores (0 disables)")
+    from bnas_tf.cost_search import COST_METRICS, DEFAULT_COST_WEIGHT
+
+    cost = p.add_argument_group(
+        "cost-aware search (bnas_tf.cost_search; RUN/genotype.json records the searched "
+        "network's cost at the search width either way)")
+    cost.add_argument("--cost", default=None, choices=COST_METRICS,
+                      help="steer the derived network's cost to --cost-target: ops (FLOPs + "
+                           "BOPs/64) or latency (--latency-table); default: off")
+    cost.add_argument("--cost-target", type=float, default=None,
+                      help="the derived network's cost at this search's width (--layers, "
+                           "--channels, image size): OPs as a plain number (6e6 = 6 MOPs; a "
+                           "5-layer, 16-channel lce network on CIFAR spans about 4.7e6 to "
+                           "8.0e6), or for latency the milliseconds of the derived cells' ops "
+                           "(the table times those, not the stem and classifier)")
+    cost.add_argument("--cost-weight", type=float, default=DEFAULT_COST_WEIGHT,
+                      help="w of the penalty w * log(expected cost / target)^2 (0: only log "
+                           "the expected cost)")
+    cost.add_argument("--latency-table", default=None,
+                      help="per-op latencies measured on the device (`bnas-tf profile`), for "
+                           "--cost latency")
     _add_strategy_argument(p)
 
 

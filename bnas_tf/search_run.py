@@ -5,7 +5,9 @@
 * `config.json`    – the run's settings (they win on `resume`),
 * `history.json`   – one entry per finished epoch: logs and op probabilities
   (`val_*` on the held-out validation split),
-* `genotype.json`  – the genotype derived after the last finished epoch,
+* `genotype.json`  – the genotype derived after the last finished epoch, with
+  its `cost` at the search width (`bnas_tf.cost_search.searched_cost`: MACs,
+  OPs, parameters, size; the target and relative error with `cost`),
 * `logs/`          – TensorBoard event files,
 * `checkpoints/`   – weights, α and both optimizers after every epoch,
 * `derived_model.keras` – with `method="hmnas"` only: `net.derive_model()`,
@@ -53,8 +55,8 @@ import tensorflow as tf
 
 from bnas_tf import budget as budget_lib
 from bnas_tf import callbacks as callbacks_lib
+from bnas_tf import cost_search, distribute, recipes, regularizers
 from bnas_tf import data as data_lib
-from bnas_tf import distribute, recipes, regularizers
 from bnas_tf._io import atomic_write_text
 from bnas_tf._runs import (
     MAX_SEED,
@@ -99,6 +101,13 @@ class SearchConfig:
     annealing explicitly. `config.json` records the resolved values and the
     recipe's name. `validation_fraction` is the share of each class's
     training images held out for `val_*` (`bnas_tf.data.holdout`).
+
+    Cost-aware search (`bnas_tf.cost_search`; off by default, no recipe sets
+    it): `cost` ("ops" or "latency") adds `bn.regularizers.ExpectedCost`
+    with `cost_target` (the derived network's cost at this search's width:
+    OPs = FLOPs + BOPs/64 as a plain number, e.g. 6e6, or milliseconds) and
+    `cost_weight`; `latency_table` is the `bnas-tf profile` table that
+    `cost="latency"` needs.
 
     Every value is checked at construction (ranges, names, `partial_channels`
     dividing `channels`, `warmup_epochs < epochs`, the space), so a bad
@@ -160,6 +169,10 @@ class SearchConfig:
     sparsity: float = 0.0
     weight_sparsity: float = 0.0
     validation_fraction: float = data_lib.DEFAULT_HOLDOUT_FRACTION
+    cost: str | None = None
+    cost_target: float | None = None
+    cost_weight: float = cost_search.DEFAULT_COST_WEIGHT
+    latency_table: str | None = None
 
     def __post_init__(self):
         mixing_given = self.mixing is not None
@@ -225,6 +238,7 @@ def _check_search_settings(c: SearchConfig) -> None:
                            "gumbel_temperature") from None
     c.gumbel_temperature = tuple(check_float(t, "gumbel_temperature", above=0)
                                  for t in (start, end))
+    cost_search.check_cost_settings(c)
     SearchSpace.get(c.space, nodes=c.nodes, input_quantizer=c.input_quantizer,
                     binary_search_weights=c.binary_search_weights)
 
@@ -259,6 +273,7 @@ class SearchResult:
     output_dir: Path
     seconds: float
     derived_model_path: Path | None = None
+    cost: dict | None = None
 
 
 def search_schedule(config: SearchConfig, steps_per_epoch: int) -> dict:
@@ -300,7 +315,8 @@ def search_space(config: SearchConfig) -> SearchSpace:
 def build_supernet(config: SearchConfig, num_classes: int,
                    strategy: tf.distribute.Strategy | None = None,
                    schedule: dict | None = None, *,
-                   space: SearchSpace | None = None) -> SuperNet:
+                   space: SearchSpace | None = None,
+                   input_shape: tuple[int, int, int] | None = None) -> SuperNet:
     """The compiled supernet a `SearchConfig` describes, built in `strategy`'s scope.
 
     The one place a search's supernet is made: `run_search` (`bnas-tf
@@ -311,7 +327,9 @@ def build_supernet(config: SearchConfig, num_classes: int,
     `search_schedule`) sets the architecture learning rate and diversity τ
     (`apply_search_schedule`); without it they are the configured values.
     `space` replaces the space `config` names (`search_space(config)`). With
-    `mixed_bfloat16`, this sets Keras' global mixed-precision policy.
+    `mixed_bfloat16`, this sets Keras' global mixed-precision policy. A
+    `config.cost` needs the images' `input_shape` (the per-edge costs depend
+    on the resolution).
 
     Example:
         >>> config = SearchConfig(epochs=2, channels=8, layers=2)
@@ -322,7 +340,8 @@ def build_supernet(config: SearchConfig, num_classes: int,
     if config.mixed_bfloat16:
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     with distribute.get_strategy(strategy).scope():
-        net = _build_supernet(config, num_classes, space or search_space(config))
+        net = _build_supernet(config, num_classes, space or search_space(config),
+                              input_shape)
         return apply_search_schedule(net, schedule) if schedule else net
 
 
@@ -356,7 +375,8 @@ def apply_search_schedule(net: SuperNet, schedule: dict) -> SuperNet:
     return net
 
 
-def _build_supernet(config: SearchConfig, num_classes: int, space: SearchSpace) -> SuperNet:
+def _build_supernet(config: SearchConfig, num_classes: int, space: SearchSpace,
+                    input_shape: tuple[int, int, int] | None = None) -> SuperNet:
     kwargs = {}
     if config.method == "hmnas":
         kwargs = {f"{level}_threshold": config.mask_threshold
@@ -375,6 +395,8 @@ def _build_supernet(config: SearchConfig, num_classes: int, space: SearchSpace) 
         terms.append(regularizers.Diversity(config.diversity, tau=config.tau))
     if config.temperature_regularizer:
         terms.append(regularizers.Temperature(config.temperature_regularizer))
+    if config.cost:
+        terms.append(cost_search.cost_regularizer(config, net, input_shape))
     net.compile(
         optimizer=tf.keras.optimizers.legacy.Adam(config.learning_rate),
         arch_optimizer=tf.keras.optimizers.legacy.Adam(
@@ -392,14 +414,18 @@ def _build_supernet(config: SearchConfig, num_classes: int, space: SearchSpace) 
 class _EpochCheckpoint(tf.keras.callbacks.Callback):
     """Save weights, α, optimizers and the epoch after every epoch; write the genotype."""
 
-    def __init__(self, manager: tf.train.CheckpointManager, genotype_path: Path):
+    def __init__(self, manager: tf.train.CheckpointManager, genotype_path: Path,
+                 input_shape: tuple[int, int, int]):
         super().__init__()
         self.manager, self.genotype_path = manager, genotype_path
+        self.input_shape = input_shape
 
     def on_epoch_end(self, epoch, logs=None):
         check_finite(self.model.arch_variables, f"After epoch {epoch + 1}, α")
         self.manager.save(checkpoint_number=epoch + 1)
-        self.model.genotype(warn=False).save(self.genotype_path)
+        genotype = self.model.genotype(warn=False)
+        cost_search.save_genotype(genotype, self.genotype_path, cost_search.searched_cost(
+            self.model, genotype, self.input_shape))
 
 
 def given_settings(config: SearchConfig) -> set[str]:
@@ -495,7 +521,8 @@ def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: b
              "rate %.3g, diversity tau %.3g epochs", schedule["steps_per_epoch"],
              schedule["warmup_steps"], schedule["arch_learning_rate"], schedule["tau"])
     tf.keras.utils.set_random_seed(config.seed)
-    net = build_supernet(config, data.num_classes, strategy, schedule)
+    net = build_supernet(config, data.num_classes, strategy, schedule,
+                         input_shape=data.input_shape)
     with strategy.scope():
         net(tf.zeros((1, *data.input_shape)))  # create variables before restoring into them
     write_dir = distribute.worker_dir(output_dir, strategy)
@@ -545,7 +572,7 @@ def _search(config, net, data, pairs, validation, strategy, output_dir, write_di
     callbacks += [
         StopOnNonFinite(("loss", "arch_loss")),  # before anything saves the epoch
         history,
-        _EpochCheckpoint(manager, write_dir / "genotype.json"),
+        _EpochCheckpoint(manager, write_dir / "genotype.json", data.input_shape),
         tf.keras.callbacks.TensorBoard(str(write_dir / "logs"), write_graph=False,
                                        profile_batch=0),
         # op-probability histograms, and cell diagrams where matplotlib is installed
@@ -558,7 +585,8 @@ def _search(config, net, data, pairs, validation, strategy, output_dir, write_di
                 validation_data=validation, callbacks=callbacks, verbose=verbose)
     check_finite(net.arch_variables, "The searched α")
     genotype = net.genotype()
-    genotype.save(write_dir / "genotype.json")
+    cost = cost_search.searched_cost(net, genotype, data.input_shape)
+    cost_search.save_genotype(genotype, write_dir / "genotype.json", cost)
     derived_path = None
     if isinstance(net, HMNASSuperNet):
         derived_path = write_dir / "derived_model.keras"
@@ -567,4 +595,4 @@ def _search(config, net, data, pairs, validation, strategy, output_dir, write_di
         os.replace(tmp, derived_path)
     history_path = write_dir / "history.json"
     record = json.loads(history_path.read_text()) if history_path.exists() else {"epochs": []}
-    return SearchResult(genotype, record, output_dir, time.time() - start, derived_path)
+    return SearchResult(genotype, record, output_dir, time.time() - start, derived_path, cost)

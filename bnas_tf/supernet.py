@@ -513,6 +513,9 @@ class SuperNet(tf.keras.Model):
                 "margin": tf.reduce_mean(margins)}
         if self.mixing == "gumbel":
             logs["gumbel_temperature"] = tf.identity(self.arch.gumbel_temperature)
+        # e.g. expected_cost of bn.regularizers.ExpectedCost
+        logs.update(regularizers_lib.arch_logs(self.arch_regularizer,
+                                               tf.concat(self.arch.alphas, 0)))
         return logs
 
     def get_metrics_result(self):
