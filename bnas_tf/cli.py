@@ -494,6 +494,17 @@ def _search(args, argv) -> int:
     print(f"search finished in {result.seconds:.0f} s; {len(epochs)} epochs recorded; "
           f"val_accuracy {last.get('val_accuracy', float('nan')):.4f} (held-out split)")
     print(f"genotype: {result.output_dir / 'genotype.json'}")
+    if result.cost:
+        cost = result.cost
+        line = (f"searched network at the search width ({cost['layers']} cells x "
+                f"{cost['channels']} channels): {cost['ops'] / 1e6:.2f} M OPs, "
+                f"{cost['params']:,} parameters")
+        if "target" in cost:
+            unit = "M OPs" if cost["metric"] == "ops" else "ms"
+            scale = 1e6 if cost["metric"] == "ops" else 1.0
+            line += (f"; {cost['metric']} target {cost['target'] / scale:.3g} {unit}, derived "
+                     f"{cost['derived'] / scale:.3g} ({cost['relative_error']:+.1%})")
+        print(line)
     if result.derived_model_path is not None:
         print(f"derived model (searched weights): {result.derived_model_path}")
     return 0

@@ -268,13 +268,17 @@ def test_cost_targeted_search_lands_within_ten_percent(cifar10_dir, tmp_path):
 # -- the command line ------------------------------------------------------------------------
 
 
+_STDOUT: list[str] = []  # what the last _run printed
+
+
 def _run(argv) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = cli.main([str(a) for a in argv])
         except SystemExit as exit_info:
             code = exit_info.code
+    _STDOUT[:] = [out.getvalue()]
     return code, err.getvalue()
 
 
@@ -377,6 +381,10 @@ def test_search_command_with_cost_records_it(tmp_path):
     assert saved["ops"] == bn.cost.genotype_cost(
         bn.Genotype.load(out / "genotype.json"), layers=1, channels=4).ops
     assert set(saved) >= {"binary_macs", "float_macs", "params", "size_bytes", "relative_error"}
+    assert (f"searched network at the search width (1 cells x 4 channels): "
+            f"{saved['ops'] / 1e6:.2f} M OPs, {saved['params']:,} parameters; ops target 0.3 M "
+            f"OPs, derived {saved['ops'] / 1e6:.3g} ({saved['relative_error']:+.1%})\n"
+            ) in _STDOUT[0]
     logs = json.loads((out / "history.json").read_text())["epochs"][-1]["logs"]
     assert logs["derived_cost"] == pytest.approx(saved["ops"], rel=1e-6)
     assert math.isfinite(logs["expected_cost"])
