@@ -1,31 +1,66 @@
 """Is the search worth running? Searched vs random vs hand-designed, over several seeds.
 
 The protocol (Li & Talwalkar 2019: random search is the baseline a NAS method
-must beat):
+must beat), comparing networks of equal cost:
 
 1. `--searches` searches (seeds 0, 1, ...) of the same space on the same
    CIFAR-10 subset, with `bnas-tf search`'s default search mode (partial
    channels; `--mixing` chooses another) and bnas_tf's budget-aware schedule
    (`bnas_tf.budget`); search time is reported apart.
-2. `--randoms` random genotypes of the same space (`bn.random_genotype`),
-   drawn until random genotype i has a parameter count within ±`--tolerance`
-   of searched network i's (cycling over the searches; seeded draws).
+2. `--randoms` random genotypes of the same space (`bn.random_genotype`,
+   seeded draws): random genotype i is drawn until its cost is within
+   ±`--tolerance` of searched network i's (cycling over the searches), the
+   cost being `--match ops` (default) the OPs of the trained, binary-weight
+   network (`bnas_tf.cost.genotype_cost` at `--layers` x `--channels`,
+   32x32x3 inputs, 10 classes: analytic, nothing built), or `--match params`
+   its parameter count (`bn.count_params` of the built network, as before
+   #24). When no draw of `--max-draws` is within the tolerance, the closest
+   one is taken, and the printout and `results.json` say so.
 3. The hand-designed baseline (`bn.baselines`, QuickNet by default) at the
-   width whose parameter count is closest to the searched networks' mean.
-4. Every network trains with the same two-stage budget (`bn.train_two_stage`,
+   width (a multiple of 4) whose OPs (or parameters) are closest to the
+   searched networks' mean; baseline costs are `bnas_tf.cost.model_cost` of
+   the built stage-2 network (binary weights; QuickNet's blur pools counted).
+4. Cost curves: each of `--curves` (default QuickNet and Bi-Real Net) at
+   `--curve-widths` times its own matched width (default 0.5, 1, 1.5: three
+   widths around the searched OPs). The curve networks other than the
+   baseline itself are extra networks to train: 5 at the defaults (QuickNet
+   at widths 20 and 56, Bi-Real Net at 20, 36 and 56 around the ~6 M OPs of
+   5 x 16 searched networks), together about 14 times the MACs of one
+   searched network. TensorFlow's CPU training time grows about with the
+   MACs, so at the default budget they add roughly an hour to the run (and
+   the OPs-matched baseline itself, width 36 instead of the 12 that matches
+   by parameters, about 10 minutes). The script prints their number and
+   MACs before training and, once the searched networks are trained, an
+   estimate of their time; `--curves none` skips them, `--curves quicknet`
+   or `--curve-widths 0.5,1` make them cheaper (the latter leaves no width
+   above the searched OPs, so mostly nothing to interpolate at them).
+5. Every network trains with the same two-stage budget (`bn.train_two_stage`,
    stage 1 binary activations, stage 2 binary weights too) on the same
    training images with the same seed, and is tested once on the test split.
 
-It prints one row per network (group, parameters, stage-1 and stage-2 test
-accuracy, training seconds), the mean ± standard deviation per group, Welch's
-t and two-sided p of searched vs random (stage-2 accuracy), the share of
-edges on which the searches agree (chosen op per edge; random choice agrees
-on about 1/ops), and writes every genotype and `results.json` to `--output`.
+It prints one row per network (group, OPs, binary and float MACs of the
+deployed network, parameters, stage-1 and stage-2 test accuracy, training
+seconds), the mean ± standard deviation per group, Welch's t and two-sided p
+of searched vs random (stage-2 accuracy), the searched networks against each
+baseline curve at their mean OPs (interpolated log-linearly in OPs between
+the two bracketing widths, and labelled so), the share of edges on which the
+searches agree (chosen op per edge; random choice agrees on about 1/ops); it
+writes every genotype, `results.json` (with each row's cost and the match
+mode) and `accuracy_vs_ops.png` (stage-2 accuracy vs OPs, log x-axis) to
+`--output`. `--report RUN_DIR` prints a finished run again and re-plots it;
+rows of runs before #24 get their costs from the run's genotype files and
+baseline widths (or "n/a").
+
+OPs = float MACs + binary MACs / 64 (Bi-Real Net's, BATS' and ReActNet's
+count; `bnas_tf.cost`).
 
 Usage:
     python benchmarks/search_vs_random.py --data-dir DIR --output RUN_DIR
+    python benchmarks/search_vs_random.py --data-dir DIR --output RUN_DIR --match params \\
+        --curves none
     python benchmarks/search_vs_random.py --data-dir DIR --output RUN_DIR \\
         --train-images 20000 --search-epochs 10 --epochs 10,10 --searches 5 --randoms 5
+    python benchmarks/search_vs_random.py --report RUN_DIR
 
 The offline CIFAR-10 copy of the development machines is stored as JPEG
 (quality 75); accuracies on it run a few tenths of a point below those on the
@@ -42,11 +77,13 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from bnas_tf import cost as bn_cost
 from bnas_tf._io import atomic_write_text
 from bnas_tf.cli import epochs_pair
 from bnas_tf.decision import agreement, candidate_ops
@@ -54,7 +91,48 @@ from bnas_tf.recipes import DEFAULTS
 from bnas_tf.search_run import SearchConfig, run_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cifar10_budget import describe, pick_baseline_width  # noqa: E402
+from cifar10_budget import binary_params  # noqa: E402
+from cost_matching import (  # noqa: E402
+    UNITS,
+    Draw,
+    baseline_measures,
+    baseline_value,
+    curve_widths,
+    deployed_cost,
+    draw_matching,
+    fill_costs,
+    nearest_width,
+)
+from plot_accuracy_vs_ops import (  # noqa: E402
+    PLOT_NAME,
+    equal_ops_comparisons,
+    format_comparisons,
+    plot_accuracy_vs_ops,
+)
+
+
+def baseline_names(text: str) -> tuple[str, ...]:
+    """argparse type of `--curves`: comma-separated `bn.baselines` names, or "none"."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(n.strip() for n in text.split(","))
+    unknown = [n for n in names if n not in bn.baselines.names()]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown baseline {', '.join(unknown)}; expected "
+                                         f"{', '.join(bn.baselines.names())} or none")
+    return tuple(dict.fromkeys(names))
+
+
+def factors(text: str) -> tuple[float, ...]:
+    """argparse type of `--curve-widths`: comma-separated positive multiples such as 0.5,1,2."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected multiples such as 0.5,1,1.5; got {text!r}") \
+            from None
+    if not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"multiples must be > 0, got {text!r}")
+    return values
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,8 +141,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/")
     p.add_argument("--output", help="folder for genotypes and results.json (required to run)")
     p.add_argument("--report", metavar="RUN_DIR",
-                   help="print the tables of an earlier run (RUN_DIR/results.json) and exit; "
-                        "statistics are recomputed from its rows")
+                   help="print the tables of an earlier run (RUN_DIR/results.json), re-plot "
+                        f"RUN_DIR/{PLOT_NAME} and exit; statistics are recomputed from its rows")
     p.add_argument("--train-images", type=int, default=5000,
                    help="CIFAR-10 training images (the searches split them in two halves)")
     p.add_argument("--test-images", type=int, default=5000, help="test images (all: 10000)")
@@ -80,18 +158,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=5, help="cells of the trained networks")
     p.add_argument("--channels", type=int, default=16, help="channels of the trained networks")
     p.add_argument("--epochs", type=epochs_pair, default=(2, 2),
-                   help="STAGE1,STAGE2 epochs (2,2 keeps the default run within about 75 "
-                        "minutes on 2 cores; see benchmarks/README.md)")
+                   help="STAGE1,STAGE2 epochs (see benchmarks/README.md for run times)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--baseline", default="quicknet", choices=bn.baselines.names())
+    p.add_argument("--match", default="ops", choices=tuple(UNITS),
+                   help="the cost random genotypes and the baseline's width are matched by: "
+                        "OPs of the deployed network, or parameters")
     p.add_argument("--tolerance", type=float, default=0.1,
-                   help="random network i's parameter count within this fraction of "
+                   help="random network i's cost (--match) within this fraction of "
                         "searched network i's")
+    p.add_argument("--max-draws", type=int, default=2000,
+                   help="random draws per random genotype before taking the closest")
+    p.add_argument("--curves", type=baseline_names, default="quicknet,birealnet",
+                   help="baselines trained at --curve-widths for the accuracy-vs-OPs plot "
+                        "(comma-separated, or none)")
+    p.add_argument("--curve-widths", type=factors, default="0.5,1,1.5",
+                   help="widths of each curve, as multiples of its width matched to the "
+                        "searched networks (rounded to multiples of 4)")
     p.add_argument("--seed", type=int, default=0, help="training seed (and first search seed)")
     args = p.parse_args(argv)
     if not args.report and not args.output:
         p.error("--output RUN_DIR is required (or --report RUN_DIR to print an earlier run)")
     return args
+
+
+# --------------------------------------------------------------------------- statistics
 
 
 def welch(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -122,10 +213,14 @@ def detectable_difference(a: list[float], b: list[float], p: float = 0.1) -> flo
 
 
 def statistics_of(rows: list[dict]) -> dict:
-    """Per-group mean ± std of stage-2 accuracy, Welch's t and p, the detectable difference."""
+    """Per-group mean ± std of stage-2 accuracy, Welch's t and p, the detectable difference.
+
+    Curve rows (baselines at extra widths) are points of the plot, not a group.
+    """
     groups = {}
     for row in rows:
-        groups.setdefault(row["group"], []).append(row["stage2_acc"])
+        if row["group"] != "curve":
+            groups.setdefault(row["group"], []).append(row["stage2_acc"])
     searched, random = groups.get("searched", []), groups.get("random", [])
     t, p = welch(searched, random)
     summary = {group: {"mean": statistics.fmean(v),
@@ -133,37 +228,6 @@ def statistics_of(rows: list[dict]) -> dict:
                for group, v in groups.items()}
     return {"summary": summary, "welch_t": t, "welch_p": p,
             "detectable_difference": detectable_difference(searched, random)}
-
-
-def report(results: dict) -> None:
-    """Print the tables and statistics of one run (`results.json`'s content)."""
-    rows, summary = results["rows"], results["summary"]
-    print("\n| model | group | params | binary params | stage-1 acc | stage-2 acc | train s |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['group']} | {r['params']:,} | {r['binary_params']:,} | "
-              f"{r['stage1_acc']:.4f} | {r['stage2_acc']:.4f} | {r['train_s']:.0f} |")
-    print("\n| group | n | stage-2 test accuracy, mean ± std |")
-    print("|---|---|---|")
-    for group, s in summary.items():
-        print(f"| {group} | {s['n']} | {s['mean']:.4f} ± {s['std']:.4f} |")
-    if "random" in summary and "searched" in summary:
-        print(f"\nsearched − random: "
-              f"{summary['searched']['mean'] - summary['random']['mean']:+.4f} "
-              f"(Welch t = {results['welch_t']:.2f}, two-sided p = {results['welch_p']:.3f})")
-        print("smallest difference that reaches p < 0.1 at these spreads: "
-              f"{results['detectable_difference']:.4f}")
-    chance = results.get("chance_agreement")
-    print(f"searches agree on {results['agreement']:.0%} of the edges both keep"
-          + (f" (random choice: about {chance:.0%})" if chance else ""))
-    for s in results["searches"]:
-        if "val_accuracy" in s:
-            print(f"search seed {s['seed']}: decided {s['decided']:.2f}, supernet accuracy "
-                  f"{s['accuracy']:.3f} (training), {s['val_accuracy']:.3f} (held out)")
-    searches = max(1, len(results["searches"]))
-    print(f"time: searches {results['search_seconds']:.0f} s "
-          f"({results['search_seconds'] / searches:.0f} s each), training "
-          f"{results['train_seconds']:.0f} s, total {results['total_seconds']:.0f} s")
 
 
 def chance_agreement(space: bn.SearchSpace) -> float:
@@ -185,7 +249,117 @@ def load_results(run_dir: Path) -> dict:
     if "chance_agreement" not in results:
         results["chance_agreement"] = chance_agreement(
             bn.SearchSpace.get(results["args"]["space"]))
+    results["costs_recomputed"] = fill_costs(results, run_dir)
     return results
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _cost_cells(row: dict) -> list[str]:
+    if row.get("cost") is None:
+        return ["n/a"] * 3
+    cost = bn_cost.ModelCost.from_dict(row["cost"])
+    return [f"{cost.ops / 1e6:.2f}", f"{cost.binary_macs / 1e6:.1f}",
+            f"{cost.float_macs / 1e6:.2f}"]
+
+
+def _args(results: dict) -> dict:
+    args = results.get("args")
+    return args if isinstance(args, dict) else {}
+
+
+def _match_lines(results: dict) -> list[str]:
+    args = _args(results)
+    match, tolerance = results.get("match"), args.get("tolerance")
+    within = f" within ±{tolerance:.0%}" if isinstance(tolerance, int | float) else ""
+    if match is None:  # runs before #24
+        return [f"random genotypes matched by parameters{within} (a run before --match)"]
+    unit = UNITS.get(match, match)
+    draws = sum(m["draws"] for m in results.get("random_matches", []))
+    lines = [f"random genotypes matched by {unit}{within} of searched network i's "
+             f"({draws} draw{'' if draws == 1 else 's'})"]
+    scale, fmt = (1e6, "{:.2f} M") if match == "ops" else (1, "{:,.0f}")
+    for m in results.get("random_matches", []):
+        if not m["matched"]:
+            lines.append(f"  {m['model']}: no draw{within} in {m['draws']} draws; took the "
+                         f"closest, {fmt.format(m['value'] / scale)} {unit} for a target of "
+                         f"{fmt.format(m['target'] / scale)}")
+    if "baseline_width" in results and "match_target" in results:
+        lines.append(f"hand-designed: {args.get('baseline')} at width "
+                     f"{results['baseline_width']}, the width closest in {unit} to the "
+                     f"searched mean ({fmt.format(results['match_target'] / scale)})")
+    return lines
+
+
+def report(results: dict) -> None:
+    """Print the tables and statistics of one run (`results.json`'s content)."""
+    rows, summary = results["rows"], results["summary"]
+    print("\n| model | group | OPs (M) | binary MACs (M) | float MACs (M) | params | "
+          "binary params | stage-1 acc | stage-2 acc | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ops, binary, floating = _cost_cells(r)
+        print(f"| {r['model']} | {r['group']} | {ops} | {binary} | {floating} | "
+              f"{r['params']:,} | {r['binary_params']:,} | {r['stage1_acc']:.4f} | "
+              f"{r['stage2_acc']:.4f} | {r['train_s']:.0f} |")
+    print("OPs = float MACs + binary MACs / 64, per image, of the deployed (binary-weight) "
+          "network (bnas_tf.cost); params as bn.count_params")
+    if results.get("costs_recomputed"):
+        print(f"({results['costs_recomputed']} costs recomputed from the run's genotype files "
+              "and baseline widths: the run did not record them)")
+    for line in _match_lines(results):
+        print(line)
+    print("\n| group | n | stage-2 test accuracy, mean ± std |")
+    print("|---|---|---|")
+    for group, s in summary.items():
+        print(f"| {group} | {s['n']} | {s['mean']:.4f} ± {s['std']:.4f} |")
+    if "random" in summary and "searched" in summary:
+        print(f"\nsearched − random: "
+              f"{summary['searched']['mean'] - summary['random']['mean']:+.4f} "
+              f"(Welch t = {results['welch_t']:.2f}, two-sided p = {results['welch_p']:.3f})")
+        print("smallest difference that reaches p < 0.1 at these spreads: "
+              f"{results['detectable_difference']:.4f}")
+    for line in format_comparisons(equal_ops_comparisons(rows)):
+        print(line)
+    chance = results.get("chance_agreement")
+    print(f"searches agree on {results['agreement']:.0%} of the edges both keep"
+          + (f" (random choice: about {chance:.0%})" if chance else ""))
+    for s in results["searches"]:
+        if "val_accuracy" in s:
+            print(f"search seed {s['seed']}: decided {s['decided']:.2f}, supernet accuracy "
+                  f"{s['accuracy']:.3f} (training), {s['val_accuracy']:.3f} (held out)")
+    searches = max(1, len(results["searches"]))
+    curve_s = sum(r["train_s"] for r in rows if r["group"] == "curve")
+    print(f"time: searches {results['search_seconds']:.0f} s "
+          f"({results['search_seconds'] / searches:.0f} s each), training "
+          f"{results['train_seconds']:.0f} s"
+          + (f" (of which curves {curve_s:.0f} s)" if curve_s else "")
+          + f", total {results['total_seconds']:.0f} s")
+
+
+def plot_title(results: dict) -> str:
+    a = _args(results)
+    epochs = a.get("epochs")
+    budget = f", {epochs[0]}+{epochs[1]} epochs" if isinstance(epochs, list | tuple) else ""
+    return (f"CIFAR-10, {a.get('train_images', '?')} training / {a.get('test_images', '?')} "
+            f"test images{budget}\nsearched and random: {a.get('layers', '?')} cells x "
+            f"{a.get('channels', '?')} channels")
+
+
+def write_plot(results: dict, run_dir: Path) -> None:
+    """Write RUN_DIR/accuracy_vs_ops.png (atomically); say why when it cannot."""
+    path = run_dir / PLOT_NAME
+    try:
+        written = plot_accuracy_vs_ops(results["rows"], path, title=plot_title(results))
+    except (ImportError, OSError) as error:
+        print(f"accuracy vs OPs plot not written ({type(error).__name__}: {error})")
+        return
+    print(f"accuracy vs OPs: {path}" if written else
+          "accuracy vs OPs: no row records a cost; nothing plotted")
+
+
+# --------------------------------------------------------------------------- training
 
 
 def build_derived(genotype: bn.Genotype, args, data) -> tf.keras.Model:
@@ -198,44 +372,32 @@ def params(build) -> int:
     return bn.count_params(build())
 
 
-def train_once(name: str, group: str, build, kernel_quantizer: str, train_ds, test_ds,
-               args) -> dict:
+def train_once(name: str, group: str, build, kernel_quantizer: str, cost: bn_cost.ModelCost,
+               train_ds, test_ds, args, **extra) -> dict:
+    """Train one network with the shared budget; its row (`extra` keys added to it)."""
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(args.seed)
     model = build()
-    row = {"model": name, "group": group, **describe(model)}
+    row = {"model": name, "group": group, **extra, "params": bn.count_params(model),
+           "binary_params": binary_params(model), "cost": cost.to_dict()}
     start = time.time()
     result = bn.train_two_stage(model, train_ds, epochs=tuple(args.epochs),
                                 kernel_quantizer=kernel_quantizer, test_ds=test_ds, verbose=0)
     row["train_s"] = time.time() - start
     for stage in ("stage1", "stage2"):
         row[f"{stage}_acc"] = float(result.test[stage]["accuracy"])
-    print(f"  {name}: {row['params']:,} params, stage-1 {row['stage1_acc']:.4f}, stage-2 "
-          f"{row['stage2_acc']:.4f}, {row['train_s']:.0f} s", flush=True)
+    print(f"  {name}: {cost.ops / 1e6:.2f} M OPs, {row['params']:,} params, stage-1 "
+          f"{row['stage1_acc']:.4f}, stage-2 {row['stage2_acc']:.4f}, {row['train_s']:.0f} s",
+          flush=True)
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.report:
-        path = Path(args.report) / "results.json"
-        if not path.is_file():
-            raise SystemExit(f"error: no results.json in {args.report}; pass the --output "
-                             "folder of a finished run")
-        try:
-            report(load_results(Path(args.report)))
-        except (ValueError, KeyError, TypeError, IndexError) as error:
-            raise SystemExit(f"error: {path} is not a results.json this script wrote "
-                             f"({type(error).__name__}: {error}); rerun the benchmark") from None
-        return 0
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    data = bn.data.load("cifar10", args.data_dir, limit=args.train_images, seed=args.seed)
-    test = bn.data.load("cifar10", args.data_dir, seed=args.seed)
-    print(f"data: {len(data.y_train)} training images, {min(args.test_images, len(test.y_test))} "
-          "test images", flush=True)
+def baseline_builder(name: str, width: int, data) -> Callable[[], tf.keras.Model]:
+    return lambda: bn.baselines.get(name, num_classes=data.num_classes,
+                                    input_shape=data.input_shape, width=width)
 
+
+def run_searches(args, out: Path) -> tuple[list[bn.Genotype], list[dict]]:
     searched, searches = [], []
     for k in range(args.searches):
         seed = args.seed + k
@@ -256,64 +418,147 @@ def main(argv: list[str] | None = None) -> int:
               f"{last.get('margin'):.2f}, tempered entropy {last.get('entropy'):.3f}; "
               f"supernet accuracy {last.get('accuracy'):.3f} (training), "
               f"{last.get('val_accuracy'):.3f} (held out)", flush=True)
+    return searched, searches
 
-    sizes = [params(lambda g=g: build_derived(g, args, data)) for g in searched]
-    target = float(np.mean(sizes))
+
+def draw_randoms(searched: list[bn.Genotype], values: list[float], value_of, args
+                 ) -> tuple[list[Draw], list[dict]]:
+    """Random genotype i matched to searched network i (cycling), so the two groups spread
+    over the same costs, not only around the same mean."""
     rng = np.random.default_rng(args.seed)
-    space = searched[0].search_space
-    randoms, random_sizes, draws = [], [], 0
+    draws, records = [], []
     for i in range(args.randoms):
-        # Random genotype i matches searched network i (cycling), so the two groups
-        # spread over the same parameter counts, not only around the same mean.
-        match = sizes[i % len(sizes)]
-        for _ in range(2000):
-            draws += 1
-            genotype = bn.random_genotype(space, rng)
-            size = params(lambda g=genotype: build_derived(g, args, data))
-            if abs(size - match) <= args.tolerance * match:
-                randoms.append(genotype)
-                random_sizes.append(size)
-                break
-        else:
-            print(f"no random genotype within ±{args.tolerance:.0%} of {match:,} parameters "
-                  "in 2000 draws", flush=True)
-    width, width_size = pick_baseline_width(args.baseline, data, target)
-    print(f"parameters: searched {sizes}, random {random_sizes} ({draws} draws), "
-          f"{args.baseline} width {width}: {width_size:,}", flush=True)
-    for i, g in enumerate(randoms):
-        g.save(out / f"random_{i}.genotype.json")
+        target = values[i % len(values)]
+        draw = draw_matching(searched[0].search_space, target, value_of, rng,
+                             tolerance=args.tolerance, max_draws=args.max_draws)
+        if not draw.matched:
+            show = ((lambda v: f"{v / 1e6:.2f} M") if args.match == "ops"
+                    else (lambda v: f"{v:,.0f}"))
+            print(f"random {i}: no random genotype within ±{args.tolerance:.0%} of "
+                  f"{show(target)} {UNITS[args.match]} in {draw.draws} draws; taking the "
+                  f"closest ({show(draw.value)})", flush=True)
+        draws.append(draw)
+        records.append({"model": f"random {i}", "target": target, "value": draw.value,
+                        "draws": draw.draws, "matched": draw.matched})
+    return draws, records
+
+
+def plan_curves(args, target: float, width: int) -> list[tuple[str, int]]:
+    """The `(baseline, width)` networks of the curves, the hand-designed baseline excluded."""
+    planned = []
+    for name in args.curves:
+        base = width if name == args.baseline else nearest_width(
+            lambda w, n=name: baseline_value(n, w, args.match), target)[0]
+        planned += [(name, w) for w in curve_widths(base, args.curve_widths)
+                    if (name, w) != (args.baseline, width)]
+    return planned
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.report:
+        run_dir = Path(args.report)
+        path = run_dir / "results.json"
+        if not path.is_file():
+            raise SystemExit(f"error: no results.json in {args.report}; pass the --output "
+                             "folder of a finished run")
+        try:
+            results = load_results(run_dir)
+            report(results)
+            write_plot(results, run_dir)
+        except (ValueError, KeyError, TypeError, IndexError) as error:
+            raise SystemExit(f"error: {path} is not a results.json this script wrote "
+                             f"({type(error).__name__}: {error}); rerun the benchmark") from None
+        return 0
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    data = bn.data.load("cifar10", args.data_dir, limit=args.train_images, seed=args.seed)
+    test = bn.data.load("cifar10", args.data_dir, seed=args.seed)
+    print(f"data: {len(data.y_train)} training images, {min(args.test_images, len(test.y_test))} "
+          "test images", flush=True)
+    searched, searches = run_searches(args, out)
+
+    def cost_of(g: bn.Genotype) -> bn_cost.ModelCost:
+        return deployed_cost(g, args.layers, args.channels)
+
+    if args.match == "ops":
+        def value_of(g: bn.Genotype) -> float:
+            return cost_of(g).ops
+    else:
+        def value_of(g: bn.Genotype) -> float:
+            return float(params(lambda: build_derived(g, args, data)))
+    values = [value_of(g) for g in searched]
+    target = float(np.mean(values))
+    randoms, random_matches = draw_randoms(searched, values, value_of, args)
+    width, _ = nearest_width(lambda w: baseline_value(args.baseline, w, args.match), target)
+    baseline_cost = baseline_measures(args.baseline, width)[1]
+    curves = plan_curves(args, target, width)
+    unit, show = (("M OPs", lambda v: f"{v / 1e6:.2f}") if args.match == "ops"
+                  else ("parameters", lambda v: f"{v:,.0f}"))
+    print(f"{unit}: searched {', '.join(map(show, values))}; random "
+          f"{', '.join(show(d.value) for d in randoms)} "
+          f"({sum(d.draws for d in randoms)} draws in all); {args.baseline} width {width}: "
+          f"{show(baseline_value(args.baseline, width, args.match))}", flush=True)
+    searched_macs = statistics.fmean(cost_of(g).macs for g in searched)
+    curve_macs = [baseline_measures(n, w)[1].macs for n, w in curves]
+    if curves:
+        print(f"curves: {', '.join(f'{n} width {w}' for n, w in curves)}: {len(curves)} more "
+              f"networks to train, {sum(curve_macs) / searched_macs:.1f}x the MACs of one "
+              "searched network (CPU training time grows about with the MACs)", flush=True)
+    for i, d in enumerate(randoms):
+        d.genotype.save(out / f"random_{i}.genotype.json")
 
     train_ds = bn.data.make_dataset(data, batch_size=args.batch_size, training=True,
                                     seed=args.seed)
     test_ds = bn.data.make_dataset(test.x_test[:args.test_images],
                                    test.y_test[:args.test_images], batch_size=256,
                                    normalization=data)
-    quantizer = space.weight_quantizer
+    quantizer = searched[0].search_space.weight_quantizer
     rows = []
     for seed, g in zip(range(args.seed, args.seed + len(searched)), searched, strict=True):
         rows.append(train_once(f"searched (seed {seed})", "searched",
-                               lambda g=g: build_derived(g, args, data), quantizer, train_ds,
-                               test_ds, args))
-    for i, g in enumerate(randoms):
-        rows.append(train_once(f"random {i}", "random", lambda g=g: build_derived(g, args, data),
-                               quantizer, train_ds, test_ds, args))
-    rows.append(train_once(
-        f"{args.baseline} (width {width})", "hand-designed",
-        lambda: bn.baselines.get(args.baseline, num_classes=data.num_classes,
-                                 input_shape=data.input_shape, width=width),
-        bn.baselines.kernel_quantizer(args.baseline), train_ds, test_ds, args))
+                               lambda g=g: build_derived(g, args, data), quantizer, cost_of(g),
+                               train_ds, test_ds, args, genotype=f"search_{seed}/genotype.json"))
+    if curves:
+        per_mac = sum(r["train_s"] for r in rows) / (searched_macs * len(rows))
+        print(f"estimated training time of the {len(curves)} curve networks: about "
+              f"{per_mac * sum(curve_macs):.0f} s (the searched networks' seconds per MAC)",
+              flush=True)
+    for i, d in enumerate(randoms):
+        rows.append(train_once(f"random {i}", "random",
+                               lambda g=d.genotype: build_derived(g, args, data), quantizer,
+                               cost_of(d.genotype), train_ds, test_ds, args,
+                               genotype=f"random_{i}.genotype.json"))
+    rows.append(train_once(f"{args.baseline} (width {width})", "hand-designed",
+                           baseline_builder(args.baseline, width, data),
+                           bn.baselines.kernel_quantizer(args.baseline), baseline_cost,
+                           train_ds, test_ds, args, curve=args.baseline, width=width))
+    for name, w in curves:
+        rows.append(train_once(f"{name} (width {w})", "curve", baseline_builder(name, w, data),
+                               bn.baselines.kernel_quantizer(name),
+                               baseline_measures(name, w)[1], train_ds, test_ds, args,
+                               curve=name, width=w))
 
     results = {"args": {k: (list(v) if isinstance(v, tuple) else v)
                         for k, v in vars(args).items()},
+               "match": args.match, "match_target": target,
+               "costs": "bnas_tf.cost of the deployed network (binary weights), per image; "
+                        "ops = float_macs + binary_macs / 64",
                "searches": searches, "rows": rows, "agreement": agreement(searched),
-               "chance_agreement": chance_agreement(space),
-               "random_draws": draws, "baseline_width": width,
+               "chance_agreement": chance_agreement(searched[0].search_space),
+               "random_draws": sum(d.draws for d in randoms), "random_matches": random_matches,
+               "baseline_width": width,
+               "curves": {n: sorted({w for m, w in curves if m == n}
+                                    | ({width} if n == args.baseline else set()))
+                          for n in args.curves},
                "search_seconds": sum(s["seconds"] for s in searches),
                "train_seconds": sum(r["train_s"] for r in rows),
                "total_seconds": time.time() - started}
     results.update(statistics_of(rows))
     report(results)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_plot(results, out)
     print(f"genotypes and results.json in {out}")
     return 0
 
