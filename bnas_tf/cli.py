@@ -35,8 +35,8 @@ import logging
 import sys
 import traceback
 
-import bnas_tf  # selects Keras 2; imports no TensorFlow
-from bnas_tf import _startup
+from bnas_tf import _startup  # bnas_tf/__init__ selects Keras 2; imports no TensorFlow
+from bnas_tf._version import VersionAction
 
 _startup.import_tensorflow()  # first: TensorFlow's C++ start-up lines stay off stderr
 
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log debug messages, TensorFlow's start-up lines and the traceback "
                              "of an error")
-    parser.add_argument("--version", action=_VersionAction,
+    parser.add_argument("--version", action=VersionAction,
                         help="print the versions of bnas-tf and of the stack it runs on")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_search(sub)
@@ -343,33 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_profile(sub)
     return parser
-
-
-class _VersionAction(argparse.Action):
-    """`--version`: one unwrapped line on stdout, then exit 0."""
-
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
-                 help=None):
-        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(version_text())
-        parser.exit()
-
-
-def version_text() -> str:
-    """`bnas-tf X (tensorflow X, tf-keras X, larq X, larq-compute-engine X)`, from metadata."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    stack = ", ".join(f"{name} {installed(name)}" for name in
-                      ("tensorflow", "tf-keras", "larq", "larq-compute-engine"))
-    return f"bnas-tf {bnas_tf.__version__} ({stack})"
 
 
 def _add_export(sub) -> None:
