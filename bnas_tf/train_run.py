@@ -11,6 +11,8 @@
   network's `val_accuracy`/`val_loss` (held-out split) and
   `test_accuracy`/`test_loss` (test split),
 * `config.json`   – the run's settings (they win on `resume`),
+* `genotype.json` – a copy of the genotype trained (what `resume` builds, even
+  if the search has rewritten the original since),
 * `checkpoints/stage1`, `checkpoints/stage2` – weights, optimizer state and
   the logs of every finished epoch (`bnas_tf.train_checkpoints`),
 * `logs/stage1`, `logs/stage2` – TensorBoard event files.
@@ -100,10 +102,13 @@ from bnas_tf.train_checkpoints import TrainingCheckpoints
 from bnas_tf.training import check_finite, train_two_stage
 
 __all__ = ["TrainConfig", "TrainResult", "TrainResumeConflictError", "run_training",
-           "save_model_atomically", "given_settings", "MODEL_FILE"]
+           "save_model_atomically", "given_settings", "MODEL_FILE", "GENOTYPE_FILE"]
 
 MODEL_FILE = "model.keras"
 """The trained network in a training run's directory (`TRAIN/model.keras`)."""
+
+GENOTYPE_FILE = "genotype.json"
+"""The copy of the genotype a run trains (`TRAIN/genotype.json`): what `resume` builds."""
 
 _RESUME_MAY_CHANGE = ("data_dir", "download", "sync_batch_norm")
 """Settings a resumed run may change: where the same data is, how replicas share work."""
@@ -456,7 +461,10 @@ def run_training(config: TrainConfig, output_dir: str | os.PathLike, *, resume: 
     if resume:
         config = _resumed_config(output_dir, config, given)
         _check_network(config)
-    genotype = Genotype.load(config.genotype) if config.genotype is not None else None
+    genotype = None
+    if config.genotype is not None:  # resumed: the network the checkpoints hold, even if the
+        stored = output_dir / GENOTYPE_FILE  # search has rewritten config.genotype since
+        genotype = Genotype.load(stored if resume and stored.is_file() else config.genotype)
     data = data_lib.load(config.dataset, config.data_dir, limit=config.limit,
                          download=config.download, seed=config.seed)
     train, held_out = data_lib.holdout(data, config.validation_fraction, seed=config.seed)
@@ -473,6 +481,8 @@ def run_training(config: TrainConfig, output_dir: str | os.PathLike, *, resume: 
                                       restore_from=output_dir / "checkpoints")
     try:
         with RunDirectory(write_dir, keep=resume, keep_on_interrupt=True), strategy.scope():
+            if genotype is not None:
+                genotype.save(write_dir / GENOTYPE_FILE)
             return _train(config, model, quantizer, image_size, data, train, held_out,
                           write_dir, checkpoints, extra_callbacks, verbose=verbose, start=start)
     except NonFiniteError as error:

@@ -289,3 +289,25 @@ def test_kill_9_loses_at_most_one_epoch(genotype, tmp_path):
     assert [e["epoch"] for e in metrics["stage2"]["epochs"]] == [0]
     assert metrics["stage1"]["epochs"][:done] == kept[:done]  # the finished epochs are kept
     assert (out / "model.keras").is_file()
+
+
+def test_resume_builds_the_stored_genotype_when_the_search_rewrote_its_file(tmp_path):
+    """A resumed `bnas-tf search` rewrites RUN/genotype.json; a training run resumed after
+    that still builds the network its checkpoints hold (its own TRAIN/genotype.json)."""
+    space = bn.SearchSpace.get("lce", nodes=2)
+    first, other = (bn.random_genotype(space, rng=seed) for seed in (0, 3))
+    assert first.to_dict() != other.to_dict()
+    searched = tmp_path / "RUN" / "genotype.json"
+    searched.parent.mkdir()
+    first.save(searched)
+    out = tmp_path / "TRAIN"
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny(searched), out, verbose=0, extra_callbacks=recording([], stop=(1, 1)))
+    assert bn.Genotype.load(out / train_run.GENOTYPE_FILE).to_dict() == first.to_dict()
+    other.save(searched)  # the search goes on and derives another genotype
+    result = run_training(tiny(searched), out, resume=True, verbose=0)
+    expected = bn.build_network(first, num_classes=10, layers=2, channels=8,
+                                input_shape=(32, 32, 3))
+    assert bn.count_params(result.model) == bn.count_params(expected)
+    assert [w.shape for w in result.model.weights] == [w.shape for w in expected.weights]
+    assert [len(result.metrics[s]["epochs"]) for s in ("stage1", "stage2")] == [2, 2]
