@@ -62,6 +62,14 @@ Usage:
         --train-images 20000 --search-epochs 10 --epochs 10,10 --searches 5 --randoms 5
     python benchmarks/search_vs_random.py --report RUN_DIR
 
+A run can be continued: every finished search and trained network is recorded
+in `RUN_DIR/progress.json` as it finishes (`run_progress`), so the same command
+started again (after Ctrl-C, a crash or on another machine with the run folder
+copied) skips them, and continues an interrupted search from its last finished
+epoch. Other settings than the run's (`--data-dir` may change) stop it with the
+settings that differ named. Every network trains from the same seeds on a
+training pipeline of its own, so the rows do not depend on which ran first.
+
 The offline CIFAR-10 copy of the development machines is stored as JPEG
 (quality 75); accuracies on it run a few tenths of a point below those on the
 original images.
@@ -109,6 +117,14 @@ from plot_accuracy_vs_ops import (  # noqa: E402
     format_comparisons,
     plot_accuracy_vs_ops,
 )
+from run_progress import Progress, SettingsMismatchError  # noqa: E402
+from searched_vs_random_statistics import (  # noqa: E402, F401 (detectable_difference: tests)
+    detectable_difference,
+    statistics_of,
+)
+
+# Settings a continued run may change: where the same data are, where the run is.
+RESUME_MAY_CHANGE = ("data_dir", "output", "report")
 
 
 def baseline_names(text: str) -> tuple[str, ...]:
@@ -180,54 +196,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.report and not args.output:
         p.error("--output RUN_DIR is required (or --report RUN_DIR to print an earlier run)")
     return args
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def welch(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Welch's t of mean(a) − mean(b) and its two-sided p (scipy's t distribution)."""
-    from scipy import stats
-
-    if len(a) < 2 or len(b) < 2:
-        return float("nan"), float("nan")
-    result = stats.ttest_ind(a, b, equal_var=False)
-    return float(result.statistic), float(result.pvalue)
-
-
-def detectable_difference(a: list[float], b: list[float], p: float = 0.1) -> float:
-    """The smallest |mean(a) − mean(b)| that reaches two-sided `p` at these samples' spread.
-
-    Welch's standard error and degrees of freedom from the observed standard
-    deviations: what a run of this size can detect at all, whatever the means.
-    """
-    from scipy import stats
-
-    if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    if va + vb == 0:
-        return 0.0
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    return float(stats.t.ppf(1 - p / 2, df) * (va + vb) ** 0.5)
-
-
-def statistics_of(rows: list[dict]) -> dict:
-    """Per-group mean ± std of stage-2 accuracy, Welch's t and p, the detectable difference.
-
-    Curve rows (baselines at extra widths) are points of the plot, not a group.
-    """
-    groups = {}
-    for row in rows:
-        if row["group"] != "curve":
-            groups.setdefault(row["group"], []).append(row["stage2_acc"])
-    searched, random = groups.get("searched", []), groups.get("random", [])
-    t, p = welch(searched, random)
-    summary = {group: {"mean": statistics.fmean(v),
-                       "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
-               for group, v in groups.items()}
-    return {"summary": summary, "welch_t": t, "welch_p": p,
-            "detectable_difference": detectable_difference(searched, random)}
 
 
 def chance_agreement(space: bn.SearchSpace) -> float:
@@ -373,10 +341,17 @@ def params(build) -> int:
 
 
 def train_once(name: str, group: str, build, kernel_quantizer: str, cost: bn_cost.ModelCost,
-               train_ds, test_ds, args, **extra) -> dict:
-    """Train one network with the shared budget; its row (`extra` keys added to it)."""
+               data, test_ds, args, **extra) -> dict:
+    """Train one network with the shared budget; its row (`extra` keys added to it).
+
+    Every network starts from the same seeds and a training pipeline of its own,
+    so all see the same batches in the same order, whichever ran before (and
+    whether the run was continued).
+    """
     tf.keras.backend.clear_session()
     tf.keras.utils.set_random_seed(args.seed)
+    train_ds = bn.data.make_dataset(data, batch_size=args.batch_size, training=True,
+                                    seed=args.seed)
     model = build()
     row = {"model": name, "group": group, **extra, "params": bn.count_params(model),
            "binary_params": binary_params(model), "cost": cost.to_dict()}
@@ -397,27 +372,48 @@ def baseline_builder(name: str, width: int, data) -> Callable[[], tf.keras.Model
                                     input_shape=data.input_shape, width=width)
 
 
-def run_searches(args, out: Path) -> tuple[list[bn.Genotype], list[dict]]:
+def print_search(record: dict) -> None:
+    print(f"  {record['seconds']:.0f} s; decided {record['decided']:.2f}, mean margin "
+          f"{record['margin']:.2f}, tempered entropy {record['entropy']:.3f}; "
+          f"supernet accuracy {record['accuracy']:.3f} (training), "
+          f"{record['val_accuracy']:.3f} (held out)", flush=True)
+
+
+def run_searches(args, out: Path, progress: Progress) -> tuple[list[bn.Genotype], list[dict]]:
+    """The searches, each recorded in `progress` when it finishes.
+
+    A search recorded there is read back (its genotype from search_SEED/); one
+    that was interrupted continues from its last finished epoch (`run_search`'s
+    `resume`); its `seconds` are then those after the restart (`resumed` says so).
+    """
     searched, searches = [], []
     for k in range(args.searches):
         seed = args.seed + k
+        search_dir = out / f"search_{seed}"
+        record = progress.get(f"search {seed}")
+        if record is not None:
+            print(f"search {k + 1}/{args.searches} (seed {seed}): finished earlier", flush=True)
+            print_search(record)
+            searches.append(record)
+            searched.append(bn.Genotype.load(search_dir / "genotype.json"))
+            continue
         config = SearchConfig(dataset="cifar10", data_dir=args.data_dir,
                               limit=args.train_images, space=args.space, mixing=args.mixing,
                               layers=args.search_layers, channels=args.search_channels,
                               epochs=args.search_epochs, batch_size=args.search_batch_size,
                               seed=seed, data_seed=args.seed)
-        print(f"search {k + 1}/{args.searches} (seed {seed}) ...", flush=True)
-        result = run_search(config, out / f"search_{seed}", verbose=0)
+        resume = (search_dir / "config.json").is_file()
+        print(f"search {k + 1}/{args.searches} (seed {seed}) "
+              f"{'continued' if resume else ''}...", flush=True)
+        result = run_search(config, search_dir, resume=resume, verbose=0)
         last = result.history["epochs"][-1]["logs"]
-        searches.append({"seed": seed, "seconds": result.seconds,
-                         "decided": last.get("decided"), "margin": last.get("margin"),
-                         "entropy": last.get("entropy"), "accuracy": last.get("accuracy"),
-                         "val_accuracy": last.get("val_accuracy")})
+        record = {"seed": seed, "seconds": result.seconds, "resumed": resume,
+                  **{key: last.get(key) for key in
+                     ("decided", "margin", "entropy", "accuracy", "val_accuracy")}}
+        progress.put(f"search {seed}", record)
+        searches.append(record)
         searched.append(result.genotype)
-        print(f"  {result.seconds:.0f} s; decided {last.get('decided'):.2f}, mean margin "
-              f"{last.get('margin'):.2f}, tempered entropy {last.get('entropy'):.3f}; "
-              f"supernet accuracy {last.get('accuracy'):.3f} (training), "
-              f"{last.get('val_accuracy'):.3f} (held out)", flush=True)
+        print_search(record)
     return searched, searches
 
 
@@ -472,12 +468,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
+    try:
+        progress = Progress.open(out, {k: v for k, v in vars(args).items()
+                                       if k not in RESUME_MAY_CHANGE})
+    except SettingsMismatchError as error:
+        raise SystemExit(f"error: {error}") from None
+    if progress.steps:
+        print(f"continuing the run in {out}: {len(progress.steps)} steps finished earlier "
+              f"({progress.path.name})", flush=True)
     data = bn.data.load("cifar10", args.data_dir, limit=args.train_images, seed=args.seed)
     test = bn.data.load("cifar10", args.data_dir, seed=args.seed)
     print(f"data: {len(data.y_train)} training images, {min(args.test_images, len(test.y_test))} "
           "test images", flush=True)
-    searched, searches = run_searches(args, out)
+    searched, searches = run_searches(args, out, progress)
 
     def cost_of(g: bn.Genotype) -> bn_cost.ModelCost:
         return deployed_cost(g, args.layers, args.channels)
@@ -509,36 +512,41 @@ def main(argv: list[str] | None = None) -> int:
     for i, d in enumerate(randoms):
         d.genotype.save(out / f"random_{i}.genotype.json")
 
-    train_ds = bn.data.make_dataset(data, batch_size=args.batch_size, training=True,
-                                    seed=args.seed)
     test_ds = bn.data.make_dataset(test.x_test[:args.test_images],
                                    test.y_test[:args.test_images], batch_size=256,
                                    normalization=data)
     quantizer = searched[0].search_space.weight_quantizer
     rows = []
+
+    def train(name: str, *train_args, **extra) -> None:
+        """`train_once`, or the row `progress` recorded for `name` in an earlier start."""
+        row = progress.get(f"row {name}")
+        if row is None:
+            row = train_once(name, *train_args, data, test_ds, args, **extra)
+            progress.put(f"row {name}", row)
+        else:
+            print(f"  {name}: trained earlier, stage-2 {row['stage2_acc']:.4f}", flush=True)
+        rows.append(row)
+
     for seed, g in zip(range(args.seed, args.seed + len(searched)), searched, strict=True):
-        rows.append(train_once(f"searched (seed {seed})", "searched",
-                               lambda g=g: build_derived(g, args, data), quantizer, cost_of(g),
-                               train_ds, test_ds, args, genotype=f"search_{seed}/genotype.json"))
+        train(f"searched (seed {seed})", "searched", lambda g=g: build_derived(g, args, data),
+              quantizer, cost_of(g), genotype=f"search_{seed}/genotype.json")
     if curves:
         per_mac = sum(r["train_s"] for r in rows) / (searched_macs * len(rows))
         print(f"estimated training time of the {len(curves)} curve networks: about "
               f"{per_mac * sum(curve_macs):.0f} s (the searched networks' seconds per MAC)",
               flush=True)
     for i, d in enumerate(randoms):
-        rows.append(train_once(f"random {i}", "random",
-                               lambda g=d.genotype: build_derived(g, args, data), quantizer,
-                               cost_of(d.genotype), train_ds, test_ds, args,
-                               genotype=f"random_{i}.genotype.json"))
-    rows.append(train_once(f"{args.baseline} (width {width})", "hand-designed",
-                           baseline_builder(args.baseline, width, data),
-                           bn.baselines.kernel_quantizer(args.baseline), baseline_cost,
-                           train_ds, test_ds, args, curve=args.baseline, width=width))
+        train(f"random {i}", "random", lambda g=d.genotype: build_derived(g, args, data),
+              quantizer, cost_of(d.genotype), genotype=f"random_{i}.genotype.json")
+    train(f"{args.baseline} (width {width})", "hand-designed",
+          baseline_builder(args.baseline, width, data),
+          bn.baselines.kernel_quantizer(args.baseline), baseline_cost, curve=args.baseline,
+          width=width)
     for name, w in curves:
-        rows.append(train_once(f"{name} (width {w})", "curve", baseline_builder(name, w, data),
-                               bn.baselines.kernel_quantizer(name),
-                               baseline_measures(name, w)[1], train_ds, test_ds, args,
-                               curve=name, width=w))
+        train(f"{name} (width {w})", "curve", baseline_builder(name, w, data),
+              bn.baselines.kernel_quantizer(name), baseline_measures(name, w)[1], curve=name,
+              width=w)
 
     results = {"args": {k: (list(v) if isinstance(v, tuple) else v)
                         for k, v in vars(args).items()},
@@ -554,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
                           for n in args.curves},
                "search_seconds": sum(s["seconds"] for s in searches),
                "train_seconds": sum(r["train_s"] for r in rows),
-               "total_seconds": time.time() - started}
+               "total_seconds": progress.seconds()}
     results.update(statistics_of(rows))
     report(results)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
