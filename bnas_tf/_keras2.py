@@ -58,11 +58,21 @@ def _keras3_modules() -> list[str]:
 
 
 def _lazy_keras_version(tf) -> str | None:
-    """What TensorFlow's lazy `tf.keras` resolved to ("tf_keras", "keras_3"), None if unused."""
+    """What `tf.keras` resolved to ("tf_keras", "keras_3"), None if unused.
+
+    Before first use `tf.keras` is TensorFlow's lazy loader; once used (or once an
+    `import tensorflow.keras...` statement ran), it is the Keras module itself, told
+    apart by where its file lies.
+    """
     loader = tf.__dict__.get("keras")
-    if loader is None or not getattr(loader, "_tfll_initialized", True):
+    if loader is None:
         return None
-    return vars(loader).get("_tfll_keras_version", "unknown")
+    state = vars(loader)
+    if "_tfll_initialized" in state:                   # still the lazy loader
+        return state.get("_tfll_keras_version", "unknown") if state["_tfll_initialized"] else None
+    legacy = _package_dir("tf_keras.api._v2.keras")
+    path = getattr(loader, "__file__", None) or ""
+    return "tf_keras" if legacy and path.startswith(legacy) else "keras_3"
 
 
 def _route_imports_to_tf_keras(tf) -> None:

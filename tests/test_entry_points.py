@@ -88,6 +88,23 @@ def test_import_after_tensorflow_trains_saves_and_reloads_a_larq_model(tmp_path)
 
 
 @pytest.mark.parametrize("first", [
+    "import larq",                                   # Larq imports tensorflow.keras first
+    "import tensorflow as tf\ntf.keras.layers.Dense(1)",
+    "from tensorflow.keras import layers",
+])
+def test_import_after_keras2_use_with_the_variable_set_is_accepted(first):
+    done = python("import os\nos.environ['TF_USE_LEGACY_KERAS'] = '1'\n" + first + """
+import tensorflow as tf
+import bnas_tf as bn
+print(tf.keras.layers.Layer.__module__, type(bn.SuperNet("lce", num_classes=3, layers=2,
+                                                         channels=8)).__mro__[1].__module__)
+""")
+    assert done.returncode == 0, done.stderr[-3000:]
+    layer_module, model_module = done.stdout.split()
+    assert layer_module.startswith("tf_keras") and model_module.startswith("tf_keras")
+
+
+@pytest.mark.parametrize("first", [
     "import tensorflow as tf\ntf.keras.layers.Dense",
     "from tensorflow.keras import layers",
     "import tensorflow as tf\nmodel = tf.keras.Sequential()",
