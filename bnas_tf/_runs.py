@@ -13,11 +13,13 @@ import math
 import numbers
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from bnas_tf.errors import NonFiniteError
+
 __all__ = ["SettingError", "check_int", "check_float", "check_choice", "check_output_dir",
-           "RunDirectory", "MAX_SEED"]
+           "RunDirectory", "MAX_SEED", "keep_after_a_checkpoint"]
 
 MAX_SEED = 2**32 - 1
 """Largest seed: `tf.keras.utils.set_random_seed` seeds NumPy's legacy generator."""
@@ -151,7 +153,9 @@ class RunDirectory:
     the run being resumed) only the files and folders that were not there
     before are removed, unless `keep` is set (a resumed run keeps what it
     adds: its finished epochs). An interruption (`KeyboardInterrupt`) keeps
-    everything when `keep_on_interrupt` is set (a search resumes from it).
+    everything when `keep_on_interrupt` is set (a search resumes from it), and
+    so does any other failure for which `keep_on_error(exception)` is true
+    (a crash after a stored checkpoint: `--resume` continues from it).
 
     Example:
         >>> with RunDirectory("RUN"):
@@ -159,9 +163,11 @@ class RunDirectory:
     """
 
     def __init__(self, path: str | os.PathLike, *, keep: bool = False,
-                 keep_on_interrupt: bool = False):
+                 keep_on_interrupt: bool = False,
+                 keep_on_error: Callable[[BaseException], bool] | None = None):
         self.path = Path(path)
         self.keep, self.keep_on_interrupt = keep, keep_on_interrupt
+        self.keep_on_error = keep_on_error
         self._created: Path | None = None
         self._before: set[str] = set()
 
@@ -182,6 +188,8 @@ class RunDirectory:
             return False
         if issubclass(exc_type, KeyboardInterrupt) and self.keep_on_interrupt:
             return False
+        if self.keep_on_error is not None and self.keep_on_error(exc):
+            return False
         self.remove()
         return False
 
@@ -198,3 +206,20 @@ class RunDirectory:
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
+
+
+def keep_after_a_checkpoint(checkpoint_dir: str | os.PathLike) -> Callable[[BaseException], bool]:
+    """`RunDirectory(keep_on_error=...)` of a resumable run: keep it after a crash once a
+    checkpoint is stored in `checkpoint_dir` (any depth), so `--resume` continues from it;
+    a diverged run (`NonFiniteError`) is removed all the same.
+
+    Example:
+        >>> with RunDirectory("RUN", keep_on_error=keep_after_a_checkpoint("RUN/checkpoints")):
+        ...     run()          # fails after an epoch: RUN keeps it
+    """
+    def keep(error: BaseException) -> bool:
+        if isinstance(error, NonFiniteError):
+            return False
+        root = Path(checkpoint_dir)
+        return root.is_dir() and any(root.rglob("checkpoint"))
+    return keep

@@ -66,6 +66,7 @@ from bnas_tf._runs import (
     check_float,
     check_int,
     check_output_dir,
+    keep_after_a_checkpoint,
 )
 from bnas_tf.errors import NonFiniteError
 from bnas_tf.genotype import Genotype
@@ -527,7 +528,8 @@ def run_search(config: SearchConfig, output_dir: str | os.PathLike, *, resume: b
         net(tf.zeros((1, *data.input_shape)))  # create variables before restoring into them
     write_dir = distribute.worker_dir(output_dir, strategy)
     try:
-        with RunDirectory(write_dir, keep=resume, keep_on_interrupt=True):
+        with RunDirectory(write_dir, keep=resume, keep_on_interrupt=True,
+                          keep_on_error=keep_after_a_checkpoint(write_dir / "checkpoints")):
             return _search(config, net, data, pairs, validation, strategy, output_dir,
                            write_dir, schedule, resume=resume, extra_callbacks=extra_callbacks,
                            verbose=verbose, start=start)

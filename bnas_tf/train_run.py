@@ -88,6 +88,7 @@ from bnas_tf._runs import (
     check_float,
     check_int,
     check_output_dir,
+    keep_after_a_checkpoint,
 )
 from bnas_tf.builder import build_network, count_params
 from bnas_tf.cost import model_cost
@@ -480,7 +481,9 @@ def run_training(config: TrainConfig, output_dir: str | os.PathLike, *, resume: 
     checkpoints = TrainingCheckpoints(write_dir / "checkpoints", restore=resume,
                                       restore_from=output_dir / "checkpoints")
     try:
-        with RunDirectory(write_dir, keep=resume, keep_on_interrupt=True), strategy.scope():
+        keep_on_error = keep_after_a_checkpoint(write_dir / "checkpoints")
+        with RunDirectory(write_dir, keep=resume, keep_on_interrupt=True,
+                          keep_on_error=keep_on_error), strategy.scope():
             if genotype is not None:
                 genotype.save(write_dir / GENOTYPE_FILE)
             return _train(config, model, quantizer, image_size, data, train, held_out,

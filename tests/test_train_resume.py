@@ -230,6 +230,25 @@ def test_resume_without_a_training_run_is_a_clear_error(tmp_path, capsys):
     assert "one of the arguments --genotype --baseline is required" in capsys.readouterr().err
 
 
+def test_a_crash_after_a_checkpoint_keeps_the_run_and_a_crash_before_one_removes_it(
+        reference, genotype, tmp_path):
+    """Any failure but divergence (out of memory, a full disk, a bug) after an epoch was
+    stored keeps the run for `--resume`; one before the first checkpoint leaves nothing."""
+    expected, _ = reference
+    out = tmp_path / "TRAIN"
+    with pytest.raises(RuntimeError):
+        run_training(tiny(genotype), out, verbose=0,
+                     extra_callbacks=recording([], (1, 0), error=RuntimeError))
+    assert not out.exists()
+    with pytest.raises(RuntimeError):
+        run_training(tiny(genotype), out, verbose=0,
+                     extra_callbacks=recording([], (2, 0), error=RuntimeError))
+    checkpoints = TrainingCheckpoints(out / "checkpoints")
+    assert (checkpoints.epochs_done(1), checkpoints.epochs_done(2)) == (2, 0)
+    result = run_training(tiny(genotype), out, resume=True, verbose=0)
+    assert result.metrics == expected.metrics
+
+
 def test_ctrl_c_keeps_the_checkpoints_and_says_that_resume_continues(genotype, tmp_path,
                                                                       capsys, monkeypatch):
     class CtrlC(FlipFlopRatio):
