@@ -196,6 +196,9 @@ class SearchHyperModel(_HyperModel):
         derived_layers, derived_channels: derived network size (None: the
             supernet's).
         seed: seed of α and of the derived network's initialization.
+        input_shape: the images' shape, e.g. `(32, 32, 3)`; needed by a
+            cost-targeted search (`cost="ops"`, `cost_target=...`), whose
+            per-edge costs depend on the resolution.
         name, tunable: as `keras_tuner.HyperModel`.
         **search_settings: other `SearchConfig` fields, overriding the
             recipe's: `mixing`, `partial_channels`, `edge_normalization`,
@@ -215,8 +218,8 @@ class SearchHyperModel(_HyperModel):
                  channels: int | Sequence[int] = (8, 16, 32), layers: int | Sequence[int] = (5, 8),
                  search_epochs: int = 10, derived_epochs: int | Sequence[int] = (1, 1),
                  derived_layers: int | None = None, derived_channels: int | None = None,
-                 seed: int = 0, name: str | None = None, tunable: bool = True,
-                 **search_settings):
+                 seed: int = 0, input_shape: Sequence[int] | None = None,
+                 name: str | None = None, tunable: bool = True, **search_settings):
         _keras_tuner()
         super().__init__(name=name, tunable=tunable)
         self.recipe = recipes.get(recipe)
@@ -229,6 +232,11 @@ class SearchHyperModel(_HyperModel):
         self.seed = seed
         self.search_settings = self._check_settings(search_settings, named=(
             space is None or isinstance(space, str)))
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        if self.search_settings.get("cost") and self.input_shape is None:
+            raise ValueError("A cost-targeted SearchHyperModel (cost="
+                             f"{self.search_settings['cost']!r}) needs the images' shape: pass "
+                             "input_shape=(height, width, channels), e.g. (32, 32, 3).")
         self._space_name = space if isinstance(space, str) else self.recipe.space
         # every width and depth choice must make a valid search (e.g. partial_channels | width)
         for width in self.channels:
@@ -304,7 +312,7 @@ class SearchHyperModel(_HyperModel):
         `fit` applies the budget schedule.
         """
         return search_run.build_supernet(self.search_config(hp), self.num_classes,
-                                         space=self._space)
+                                         space=self._space, input_shape=self.input_shape)
 
     def fit(self, hp, model: SuperNet, pairs: tf.data.Dataset, *, validation_data=None,
             epochs: int | None = None, callbacks=None, verbose: int = 0, **kwargs) -> dict:

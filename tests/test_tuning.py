@@ -185,12 +185,29 @@ def test_search_hypermodel_honours_search_settings():
     assert partial.space.nodes == 2
 
 
+def test_a_cost_targeted_trial_builds_the_cost_regularized_supernet_of_bnas_tf_search():
+    """With `input_shape`, `cost="ops"` gives a trial the ExpectedCost term `bnas-tf search
+    --cost ops` gives its supernet."""
+    space = bn.SearchSpace(OPS, nodes=2)
+    hypermodel = tuning.SearchHyperModel(space, num_classes=4, channels=4, layers=2,
+                                         input_shape=IMAGE, cost="ops", cost_target=2e5)
+    net = hypermodel.build(kt.HyperParameters())
+    reference = build_supernet(SearchConfig(channels=4, layers=2, cost="ops", cost_target=2e5),
+                               4, space=space, input_shape=IMAGE)
+    costs = [[r for r in getattr(n.arch_regularizer, "regularizers", [n.arch_regularizer])
+              if isinstance(r, bn.regularizers.ExpectedCost)] for n in (net, reference)]
+    assert len(costs[0]) == len(costs[1]) == 1
+    assert (bn.regularizers.serialize(costs[0][0])
+            == bn.regularizers.serialize(costs[1][0]))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"temperature": 0.5}, r"hp\.Fixed\('temperature'"),
     ({"epochs": 3}, "Unknown search setting 'epochs'"),
     ({"mixng": "all"}, "Unknown search setting 'mixng'"),
     ({"channels": 6}, "partial_channels"),  # partial mixing: 4 must divide every width
     ({"space": bn.SearchSpace(OPS, nodes=2), "nodes": 3}, "named space"),
+    ({"cost": "ops", "cost_target": 1e6}, r"needs the images' shape: pass input_shape="),
 ])
 def test_bad_search_settings_fail_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
