@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bnas_tf._io import atomic_write_text
 from bnas_tf.genotype import Cell, Edge, Genotype
 from bnas_tf.search_run import SearchConfig, run_search
 
@@ -115,8 +116,9 @@ def main(argv=None) -> None:
         print(f"(MOPs at the search width; {within} of {len(steered)} steered runs within "
               f"±10 %, largest |error| {worst:.1%})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"cheapest": cheapest, "dearest": dearest,
-                                               "settings": vars(args), "runs": rows}, indent=2))
+        atomic_write_text(Path(args.json), json.dumps(
+            {"cheapest": cheapest, "dearest": dearest, "settings": vars(args), "runs": rows},
+            indent=2))
 
 
 if __name__ == "__main__":

@@ -255,7 +255,8 @@ def test_cost_targeted_search_lands_within_ten_percent(cifar10_dir, tmp_path):
                                      batch_size=32, cost="ops", cost_target=target),
                         out, verbose=0)
     assert result.cost["ops"] == pytest.approx(target, rel=0.10), (cheapest, dearest, result.cost)
-    assert result.cost["ops"] > cheapest / 0.9  # not where an unsteered search drifts
+    # not where an unsteered search drifts (27 % of the range, see above)
+    assert result.cost["ops"] > cheapest + 0.4 * (dearest - cheapest)
     saved = json.loads((out / "genotype.json").read_text())
     assert saved["cost"] == result.cost and saved["cost"]["target"] == target
     assert result.cost["relative_error"] == pytest.approx(result.cost["ops"] / target - 1)

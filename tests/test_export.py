@@ -514,19 +514,44 @@ def test_cli_strict_refuses_then_verify_writes(grouped3, tmp_path, capsys):
     assert "g3" in capsys.readouterr().out
 
 
-def test_cli_refuses_failed_verification(dense, tmp_path, capsys):
+def test_cli_refuses_failed_verification(dense, tmp_path, capsys, monkeypatch):
+    """The flatbuffer verified is another model's (as a broken converter would give): the
+    export exits with 1 and writes nothing."""
+    from bnas_tf.export import pipeline
+
     model, _ = dense
     saved = tmp_path / "m.keras"
     model.save(saved)
     out = tmp_path / "m.tflite"
-    x = inputs(model, 10)
+    x = inputs(model, 32)
+    other = one_conv(qconv("bin"), 32, "reseeded")
+    randomize_bn(other, seed=7)
+    other.set_weights([w + 0.3 for w in model.get_weights()])
+    wrong = export.convert(other)
+    real_verify = pipeline.verify
+    monkeypatch.setattr(pipeline, "verify", lambda m, fb, *a, **kw: real_verify(m, wrong, *a, **kw))
 
     def load_data(name, data_dir, n):
-        return x, np.zeros(n, int)
+        return x[:n], np.zeros(n, int)
 
-    argv = [str(saved), "--output", str(out), "--verify", "10", "--top1-threshold", "1.01"]
+    argv = [str(saved), "--output", str(out), "--verify", "32"]
     assert _script().main(argv, load_data=load_data) == 1
     assert "Verification failed" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value, hint", [("99", "(0.99 for 99 %?)"), ("-0.1", ""),
+                                         ("1.01", "(0.0101 for 1.01 %?)"), ("high", "")])
+def test_cli_top1_threshold_outside_zero_to_one_is_a_usage_error(tmp_path, capsys, value,
+                                                                 hint):
+    out = tmp_path / "m.tflite"
+    with pytest.raises(SystemExit) as exit_info:
+        _script().main(["m.keras", "--output", str(out), "--verify", "4",
+                        "--top1-threshold", value])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.endswith(f"argument --top1-threshold: expected a share in [0, 1], got "
+                         f"{value!r}" + (f" {hint}" if hint else "")), line
     assert not out.exists()
 
 

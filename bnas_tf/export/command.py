@@ -43,6 +43,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _agreement(text: str) -> float:
+    """argparse type of `--top1-threshold`: a share in [0, 1] (0.99, not 99)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        hint = f" ({value / 100:g} for {value:g} %?)" if 1.0 < value <= 100.0 else ""
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1], got {text!r}{hint}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the export command's arguments to `p`."""
     p.add_argument("model_path",
@@ -54,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="verify on N real test images of --dataset")
     p.add_argument("--dataset", default="cifar10", help="dataset of --verify")
     p.add_argument("--data-dir", help="where the dataset lies")
-    p.add_argument("--top1-threshold", type=float, default=0.99,
+    p.add_argument("--top1-threshold", type=_agreement, default=0.99,
                    help="least top-1 agreement with Keras that --verify accepts")
     p.add_argument("--benchmark", action="store_true", help="time LCE vs float TFLite")
     p.add_argument("--strict", action="store_true", help="refuse if a binary layer stays float")

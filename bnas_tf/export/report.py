@@ -257,9 +257,9 @@ def conversion_report(
 
     try:
         cost = model_cost(model).to_dict()
-    except (ValueError, TypeError) as error:  # a model bnas_tf.cost cannot run: say so
+    except Exception as error:  # noqa: BLE001 (informative figures never stop an export)
         cost = None
-        notes.append(f"No cost figures: {error}")
+        notes.append(f"No cost figures ({type(error).__name__}): {error}")
     if float_tflite_bytes is None and compare_float:
         try:
             float_tflite_bytes = convert_float(model)
