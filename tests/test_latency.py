@@ -101,7 +101,9 @@ def test_edge_tables_are_alpha_shaped_sums_of_entries(table, tmp_path):
     for kind, row in edge_keys(SPACE, LAYERS, CHANNELS, 8):
         for e, (shape, strides) in enumerate(row):
             for o, op in enumerate(SPACE.op_names):
-                expected[kind][e, o] += table.ms(op, shape, strides)
+                entry = table.entries[(op, shape, strides)]
+                overhead = table.machine["call_overhead_ms"] if entry.timed else 0.0
+                expected[kind][e, o] += max(entry.median_ms - overhead, 0.0)
     for kind in ("normal", "reduce"):
         assert tables[kind].shape == alpha_shaped[kind].shape == (SPACE.num_edges, SPACE.num_ops)
         np.testing.assert_array_equal(tables[kind], expected[kind])
@@ -111,6 +113,17 @@ def test_edge_tables_are_alpha_shaped_sums_of_entries(table, tmp_path):
                                         input_shape=INPUT)
     for kind in tables:
         np.testing.assert_array_equal(from_net[kind], tables[kind])
+
+
+def test_net_ms_takes_the_per_call_overhead_off_timed_entries_only():
+    key = ("bin_conv_3x3", (8, 8, 16), 1)
+    entries = {key: LatencyEntry(0.05, 0.04), ("max_pool_3x3", (8, 8, 16), 1):
+               LatencyEntry(0.005, 0.004), ("none", (8, 8, 16), 1): LatencyEntry(0, 0, False)}
+    table = LatencyTable(entries, {"machine": "test", "call_overhead_ms": 0.01}, {})
+    assert table.net_ms(*key) == pytest.approx(0.04)
+    assert table.net_ms("max_pool_3x3", (8, 8, 16), 1) == 0.0   # below the overhead: 0
+    assert table.net_ms("none", (8, 8, 16), 1) == 0.0
+    assert LatencyTable(entries, {"machine": "old table"}, {}).net_ms(*key) == 0.05
 
 
 def test_edge_tables_refuse_other_shapes_or_spaces(table):
