@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
@@ -46,6 +47,10 @@ from bnas_tf import regularizers
 from bnas_tf._io import atomic_write_text
 from bnas_tf._runs import SettingError, check_choice, check_float
 from bnas_tf.genotype import Genotype
+
+if TYPE_CHECKING:  # imports of their own import this module
+    from bnas_tf.search_run import SearchConfig
+    from bnas_tf.supernet import SuperNet
 
 __all__ = ["COST_METRICS", "DEFAULT_COST_WEIGHT", "check_cost_settings", "cost_regularizer",
            "latency_edge_tables", "find_cost_term", "searched_cost", "save_genotype"]
@@ -60,7 +65,7 @@ _PROFILE_HINT = ("per-op latencies measured on the target device: write them wit
                  "channels and image size")
 
 
-def check_cost_settings(c) -> None:
+def check_cost_settings(c: SearchConfig) -> None:
     """Check (and normalize) the cost settings of a `SearchConfig`; SettingError names them."""
     check_choice(c.cost, "cost", COST_METRICS, none=True)
     c.cost_target = check_float(c.cost_target, "cost_target", above=0, none=True)
@@ -76,6 +81,9 @@ def check_cost_settings(c) -> None:
                                "cost_target", "cost")
         if c.latency_table is not None:
             raise SettingError("{0} is read only with {1} latency.", "latency_table", "cost")
+        if c.cost_weight != DEFAULT_COST_WEIGHT:
+            raise SettingError("{0} weighs the cost term, which needs {1} ops or latency.",
+                               "cost_weight", "cost")
         return
     if c.cost_target is None:
         raise SettingError(f"{{0}} {c.cost} needs {{1}}: the derived network's cost to reach at "
@@ -117,7 +125,8 @@ def latency_edge_tables(net, input_shape: Sequence[int], table_path: str | os.Pa
     return cost.edge_latency_tables(table_path, net, input_shape=tuple(input_shape)), 0.0
 
 
-def cost_regularizer(config, net, input_shape: Sequence[int] | None):
+def cost_regularizer(config: SearchConfig, net: SuperNet, input_shape: Sequence[int] | None
+                     ) -> regularizers.ExpectedCost | None:
     """The `ExpectedCost` term a `SearchConfig` asks for (None when `config.cost` is None).
 
     Raises:

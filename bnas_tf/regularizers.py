@@ -344,7 +344,7 @@ class ExpectedCost(_ArchRegularizer):
                              "a temperature.")
         return tf.cast(self._temperature_variable, tf.float32)
 
-    def keep_weights(self, alpha) -> tf.Tensor:
+    def keep_weights(self, alpha: tf.Tensor) -> tf.Tensor:
         """`[rows]`: 1 for the edges the derivation keeps from `alpha` now, else 0."""
         rows = _rows(alpha)
         if self.nodes is None:
@@ -365,7 +365,7 @@ class ExpectedCost(_ArchRegularizer):
                 start += count
         return tf.stop_gradient(tf.concat(keep, 0))
 
-    def expected_cost(self, alpha) -> tf.Tensor:
+    def expected_cost(self, alpha: tf.Tensor) -> tf.Tensor:
         """`E[cost]` (class docstring) of the concatenated α, in the tables' unit."""
         rows = _rows(alpha)
         if rows.shape[0] is not None and rows.shape != self.tables.shape:
@@ -378,7 +378,7 @@ class ExpectedCost(_ArchRegularizer):
         per_edge = tf.reduce_sum(tf.nn.softmax(logits) * tables, axis=1)
         return self.fixed + tf.reduce_sum(self.keep_weights(alpha) * per_edge)
 
-    def derived_cost(self, alpha) -> tf.Tensor:
+    def derived_cost(self, alpha: tf.Tensor) -> tf.Tensor:
         """The cost of the derived network: each kept edge's strongest derivable op.
 
         `E[cost]` with one-hot `q`; for OPs tables, `bn.cost.genotype_cost` of
@@ -394,7 +394,7 @@ class ExpectedCost(_ArchRegularizer):
         ratio = tf.maximum(self.expected_cost(alpha) / self.target, 1e-6)
         return self.weight * tf.square(tf.math.log(ratio))
 
-    def logs(self, alpha) -> dict[str, tf.Tensor]:
+    def logs(self, alpha: tf.Tensor) -> dict[str, tf.Tensor]:
         """`{"expected_cost": E[cost], "derived_cost": ...}` (the tables' unit) for the logs."""
         return {"expected_cost": self.expected_cost(alpha),
                 "derived_cost": self.derived_cost(alpha)}

@@ -303,6 +303,8 @@ def _one_error_line(err: str) -> str:
     (["--cost", "flops"], "argument --cost: invalid choice: 'flops'"),
     (["--cost", "latency", "--cost-target", "3"], "--cost latency needs --latency-table FILE"),
     (["--latency-table", "t.json"], "--latency-table is read only with --cost latency."),
+    (["--cost-weight", "3"], "--cost-weight weighs the cost term, which needs --cost ops or "
+                             "latency."),
     (["--cost", "ops", "--cost-target", "6e6", "--latency-table", "t.json"],
      "--latency-table is read only with --cost latency."),
     (["--cost", "latency", "--cost-target", "3", "--latency-table", "missing.json"],
