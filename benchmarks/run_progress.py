@@ -96,3 +96,19 @@ class Progress:
         atomic_write_text(self.path, json.dumps(
             {"settings": self.settings, "steps": self.steps, "seconds": self.seconds()},
             indent=2) + "\n")
+
+
+def read_progress(run_dir: Path) -> dict:
+    """`{"settings", "steps", "seconds"}` of the run in `run_dir`, to report it.
+
+    Raises:
+        FileNotFoundError: `run_dir` has no progress file.
+        ValueError: the file is not one this module wrote.
+    """
+    path = Path(run_dir) / PROGRESS_NAME
+    stored = json.loads(path.read_text())
+    if not (isinstance(stored, dict) and isinstance(stored.get("settings"), dict)
+            and isinstance(stored.get("steps"), dict)):
+        raise ValueError(f"{path} holds no settings and steps")
+    return {"settings": stored["settings"], "steps": stored["steps"],
+            "seconds": float(stored.get("seconds", 0.0))}

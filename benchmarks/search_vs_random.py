@@ -47,7 +47,8 @@ the two bracketing widths, and labelled so), the share of edges on which the
 searches agree (chosen op per edge; random choice agrees on about 1/ops); it
 writes every genotype, `results.json` (with each row's cost and the match
 mode) and `accuracy_vs_ops.png` (stage-2 accuracy vs OPs, log x-axis) to
-`--output`. `--report RUN_DIR` prints a finished run again and re-plots it;
+`--output`. `--report RUN_DIR` prints a finished run again and re-plots it (an
+unfinished one: what its progress.json holds so far, marked so);
 rows of runs before #24 get their costs from the run's genotype files and
 baseline widths (or "n/a").
 
@@ -94,7 +95,7 @@ import tensorflow as tf
 from bnas_tf import cost as bn_cost
 from bnas_tf._io import atomic_write_text
 from bnas_tf.cli import epochs_pair
-from bnas_tf.decision import agreement, candidate_ops
+from bnas_tf.decision import agreement
 from bnas_tf.recipes import DEFAULTS
 from bnas_tf.search_run import SearchConfig, run_search
 
@@ -108,7 +109,6 @@ from cost_matching import (  # noqa: E402
     curve_widths,
     deployed_cost,
     draw_matching,
-    fill_costs,
     nearest_width,
 )
 from plot_accuracy_vs_ops import (  # noqa: E402
@@ -117,7 +117,8 @@ from plot_accuracy_vs_ops import (  # noqa: E402
     format_comparisons,
     plot_accuracy_vs_ops,
 )
-from run_progress import Progress, SettingsMismatchError  # noqa: E402
+from run_progress import PROGRESS_NAME, Progress, SettingsMismatchError  # noqa: E402
+from search_vs_random_results import chance_agreement, load_results  # noqa: E402
 from searched_vs_random_statistics import (  # noqa: E402, F401 (detectable_difference: tests)
     detectable_difference,
     statistics_of,
@@ -157,7 +158,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/")
     p.add_argument("--output", help="folder for genotypes and results.json (required to run)")
     p.add_argument("--report", metavar="RUN_DIR",
-                   help="print the tables of an earlier run (RUN_DIR/results.json), re-plot "
+                   help="print the tables of an earlier run (RUN_DIR/results.json, or the "
+                        "finished part of an unfinished one: progress.json), re-plot "
                         f"RUN_DIR/{PLOT_NAME} and exit; statistics are recomputed from its rows")
     p.add_argument("--train-images", type=int, default=5000,
                    help="CIFAR-10 training images (the searches split them in two halves)")
@@ -198,29 +200,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def chance_agreement(space: bn.SearchSpace) -> float:
-    """How often two independent random choices of an edge's op agree: 1 / candidate ops."""
-    return 1 / len(candidate_ops(space))
-
-
-def load_results(run_dir: Path) -> dict:
-    """A finished run's `results.json`, statistics recomputed, older runs' gaps filled."""
-    results = json.loads((run_dir / "results.json").read_text())
-    if not isinstance(results, dict):
-        raise TypeError(f"expected a JSON object, got {type(results).__name__}")
-    results.update(statistics_of(results["rows"]))
-    for search in results["searches"]:  # runs before f55e942 did not record accuracy
-        history = run_dir / f"search_{search['seed']}" / "history.json"
-        if "val_accuracy" not in search and history.is_file():
-            last = json.loads(history.read_text())["epochs"][-1]["logs"]
-            search.update(accuracy=last["accuracy"], val_accuracy=last["val_accuracy"])
-    if "chance_agreement" not in results:
-        results["chance_agreement"] = chance_agreement(
-            bn.SearchSpace.get(results["args"]["space"]))
-    results["costs_recomputed"] = fill_costs(results, run_dir)
-    return results
-
-
 # --------------------------------------------------------------------------- report
 
 
@@ -245,8 +224,9 @@ def _match_lines(results: dict) -> list[str]:
         return [f"random genotypes matched by parameters{within} (a run before --match)"]
     unit = UNITS.get(match, match)
     draws = sum(m["draws"] for m in results.get("random_matches", []))
-    lines = [f"random genotypes matched by {unit}{within} of searched network i's "
-             f"({draws} draw{'' if draws == 1 else 's'})"]
+    drawn = (f" ({draws} draw{'' if draws == 1 else 's'})" if "random_matches" in results
+             else "")
+    lines = [f"random genotypes matched by {unit}{within} of searched network i's{drawn}"]
     scale, fmt = (1e6, "{:.2f} M") if match == "ops" else (1, "{:,.0f}")
     for m in results.get("random_matches", []):
         if not m["matched"]:
@@ -263,6 +243,10 @@ def _match_lines(results: dict) -> list[str]:
 def report(results: dict) -> None:
     """Print the tables and statistics of one run (`results.json`'s content)."""
     rows, summary = results["rows"], results["summary"]
+    if results.get("unfinished"):
+        print(f"UNFINISHED RUN ({PROGRESS_NAME}): {len(results['searches'])} searches and "
+              f"{len(rows)} network{'' if len(rows) == 1 else 's'} finished so far; the same "
+              "command continues it")
     print("\n| model | group | OPs (M) | binary MACs (M) | float MACs (M) | params | "
           "binary params | stage-1 acc | stage-2 acc | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -455,9 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         run_dir = Path(args.report)
         path = run_dir / "results.json"
+        if not path.is_file() and (run_dir / PROGRESS_NAME).is_file():
+            path = run_dir / PROGRESS_NAME
         if not path.is_file():
-            raise SystemExit(f"error: no results.json in {args.report}; pass the --output "
-                             "folder of a finished run")
+            raise SystemExit(f"error: no results.json or {PROGRESS_NAME} in {args.report}; "
+                             "pass the --output folder of a run")
         try:
             results = load_results(run_dir)
             report(results)

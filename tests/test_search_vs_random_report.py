@@ -68,8 +68,37 @@ def test_report_recomputes_welch_and_the_detectable_difference(tmp_path, capsys)
 
 
 def test_report_without_a_results_file_names_the_folder(tmp_path):
-    with pytest.raises(SystemExit, match=f"no results.json in {tmp_path}"):
+    with pytest.raises(SystemExit, match=f"no results.json or progress.json in {tmp_path}"):
         search_vs_random.main(["--report", str(tmp_path)])
+
+
+def test_report_of_an_unfinished_run_prints_what_it_has_finished(tmp_path, capsys):
+    """A run still training (or interrupted): its progress.json gives the finished searches
+    and networks, with the same statistics, marked as unfinished."""
+    from scipy import stats
+
+    space = bn.SearchSpace.get("lce")
+    finished = _results([0.48, 0.482], [0.441, 0.446])
+    steps = {}
+    for search, seed in zip(finished["searches"], (0, 1), strict=True):
+        (tmp_path / f"search_{seed}").mkdir()
+        bn.random_genotype(space, rng=seed).save(tmp_path / f"search_{seed}" / "genotype.json")
+        steps[f"search {seed}"] = search
+    for row in finished["rows"][:4]:  # QuickNet not trained yet
+        steps[f"row {row['model']}"] = row
+    (tmp_path / "progress.json").write_text(json.dumps(
+        {"settings": {"space": "lce", "match": "ops", "tolerance": 0.1}, "steps": steps,
+         "seconds": 99.0}))
+    assert search_vs_random.main(["--report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert ("UNFINISHED RUN (progress.json): 2 searches and 4 networks finished so far; "
+            "the same command continues it") in out
+    expected = stats.ttest_ind([0.48, 0.482], [0.441, 0.446], equal_var=False)
+    assert f"Welch t = {expected.statistic:.2f}, two-sided p = {expected.pvalue:.3f}" in out
+    assert "| random 1 | random |" in out and "hand-designed" not in out
+    assert "draws" not in out  # the draws are recorded only when a run finishes
+    assert "total 99 s" in out
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_neither_output_nor_report_is_a_usage_error(capsys):
