@@ -448,9 +448,10 @@ def main(argv: list[str] | None = None) -> int:
             results = load_results(run_dir)
             report(results)
             write_plot(results, run_dir)
-        except (ValueError, KeyError, TypeError, IndexError) as error:
-            raise SystemExit(f"error: {path} is not a results.json this script wrote "
-                             f"({type(error).__name__}: {error}); rerun the benchmark") from None
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+            raise SystemExit(f"error: {path} is not a {path.name} this script wrote, or its "
+                             f"run folder is incomplete ({type(error).__name__}: {error}); "
+                             "rerun the benchmark") from None
         return 0
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,11 @@ def test_report_of_an_unfinished_run_prints_what_it_has_finished(tmp_path, capsy
     assert "draws" not in out  # the draws are recorded only when a run finishes
     assert "total 99 s" in out
     assert not (tmp_path / "results.json").exists()
+    (tmp_path / "search_1" / "genotype.json").unlink()  # a run folder copied in part
+    with pytest.raises(SystemExit, match=r"progress.json is not a progress.json this script "
+                                         r"wrote, or its run folder is incomplete \("
+                                         r"GenotypeError: Cannot read genotype file"):
+        search_vs_random.main(["--report", str(tmp_path)])
 
 
 def test_neither_output_nor_report_is_a_usage_error(capsys):
