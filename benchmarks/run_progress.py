@@ -62,9 +62,9 @@ class Progress:
             progress.save()  # the settings hold from the start, before any step finished
             return progress
         try:
-            stored = json.loads(path.read_text())
-            stored_settings, steps = stored["settings"], stored["steps"]
-            seconds = float(stored.get("seconds", 0.0))
+            stored = read_progress(run_dir)
+            stored_settings, steps, seconds = (stored["settings"], stored["steps"],
+                                               stored["seconds"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise SettingsMismatchError(
                 f"{path} is not a progress file this script wrote ({type(error).__name__}: "

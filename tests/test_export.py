@@ -279,12 +279,18 @@ def test_tflite_outputs_match_keras(fixture, request):
     assert result.disagreement_gap is None and "flips" not in result.format()
 
 
-def test_verify_fails_on_a_different_model(dense, grouped3):
-    model, _ = dense
+def different_model(model):
+    """A model of `model`'s shapes with other weights, hence other outputs."""
     other = one_conv(qconv("bin"), 32, "reseeded")
     randomize_bn(other, seed=7)
-    other.set_weights([w + 0.3 for w in model.get_weights()])  # same shapes, other outputs
-    result = export.verify(model, export.convert(other), inputs(model, 32), top1_threshold=0.99)
+    other.set_weights([w + 0.3 for w in model.get_weights()])
+    return other
+
+
+def test_verify_fails_on_a_different_model(dense, grouped3):
+    model, _ = dense
+    result = export.verify(model, export.convert(different_model(model)), inputs(model, 32),
+                           top1_threshold=0.99)
     assert not result.passed and result.top1_agreement < 0.99
     assert "FAILED" in result.format()
     flips = round((1 - result.top1_agreement) * 32)
@@ -524,10 +530,7 @@ def test_cli_refuses_failed_verification(dense, tmp_path, capsys, monkeypatch):
     model.save(saved)
     out = tmp_path / "m.tflite"
     x = inputs(model, 32)
-    other = one_conv(qconv("bin"), 32, "reseeded")
-    randomize_bn(other, seed=7)
-    other.set_weights([w + 0.3 for w in model.get_weights()])
-    wrong = export.convert(other)
+    wrong = export.convert(different_model(model))
     real_verify = pipeline.verify
     monkeypatch.setattr(pipeline, "verify", lambda m, fb, *a, **kw: real_verify(m, wrong, *a, **kw))
 

@@ -37,6 +37,7 @@ NO_COMPUTE = "no compute: 0 ms, not timed"
 LatencyKey = tuple[str, tuple[int, int, int], int]
 """`(op name, (height, width, channels) of its input, strides)`."""
 
+
 class LatencyTableError(ValueError):
     """A file that is not a valid latency table (malformed, foreign or of another version)."""
 
